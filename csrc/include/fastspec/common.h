@@ -1,0 +1,48 @@
+// fastspec native kernels: shared vocabulary. Torch-free by design (see architecture.md):
+// kernels see plain pointers, sizes and a dtype code; the Python wrappers own all tensor logic.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace fastspec {
+
+// dtype codes shared with fastspec/ops/_dispatch.py (keep in sync).
+enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
+
+inline const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+  }
+  return "unknown";
+}
+
+// Raised for any bad argument that reaches native code; the binding maps it to ValueError.
+inline void check_arg(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument(msg);
+}
+
+// Where a CUDA kernel runs: the device index and its cudaStream_t (0 = legacy default stream).
+// The extension links its own static cudart, whose current device is independent of torch's,
+// so every launcher sets the device first.
+struct CudaLaunch {
+  int device;
+  void* stream;
+};
+void cuda_set_device(int device);  // throws std::runtime_error on failure
+
+// What the library was built with (fastspec.build_info()).
+struct CudaInfo {
+  bool compiled;             // CUDA kernels built into this extension
+  std::string archs;         // comma-separated SM list, empty without CUDA
+  int runtime_version;       // cudart version linked (e.g. 13000), 0 without CUDA
+  int device_count;          // devices visible to the CUDA runtime, 0 without a driver/GPU
+  std::string device_error;  // why device_count is 0, if the runtime said so
+};
+CudaInfo cuda_info();
+
+}  // namespace fastspec

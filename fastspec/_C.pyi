@@ -1,0 +1,37 @@
+# Typed stub of the compiled extension fastspec._C (csrc/bindings/module.cpp).
+# Addresses are passed as integers; fastspec.ops wrappers are the only callers.
+from typing import Any
+
+def build_info() -> dict[str, Any]: ...
+def powerlaw_scan_cpu(
+    logx: int,
+    run_start: int,
+    candidates: int,
+    tail_logsum: int,
+    alpha: int,
+    ks: int,
+    best: int,
+    n: int,
+    num_candidates: int,
+    alpha_lo: float,
+    alpha_hi: float,
+    prune: bool,
+    dtype: int,
+) -> None: ...
+def powerlaw_scan_cuda(
+    logx: int,
+    run_start: int,
+    candidates: int,
+    tail_logsum: int,
+    alpha: int,
+    ks: int,
+    best: int,
+    n: int,
+    num_candidates: int,
+    alpha_lo: float,
+    alpha_hi: float,
+    prune: bool,
+    dtype: int,
+    device: int,
+    stream: int,
+) -> None: ...

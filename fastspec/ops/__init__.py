@@ -1,0 +1,10 @@
+"""Thin wrappers over the native kernels: validate, allocate with torch, call ``fastspec._C``.
+
+Each op has one name through every layer (``csrc/include/fastspec/<op>.h``,
+``csrc/cpu/<op>_cpu.cpp``, ``csrc/cuda/<op>_cuda.cu``, ``fastspec/ops/<op>.py``,
+``fastspec/reference/<op>.py``, ``tests/ops/test_<op>.py``, ``benchmarks/bench_<op>.py``).
+"""
+
+from fastspec.ops.powerlaw_scan import powerlaw_scan
+
+__all__ = ["powerlaw_scan"]
