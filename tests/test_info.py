@@ -25,9 +25,14 @@ def test_build_info_reports_the_build() -> None:
     assert fastspec.cuda_available() == (info["cuda_compiled"] and torch.cuda.is_available())
 
 
-def test_info_command_prints_the_report() -> None:
+def test_info_command_prints_the_report(tmp_path: Path) -> None:
+    # run outside the source tree, so that the installed package is the one imported
     out = subprocess.run(
-        [sys.executable, "-m", "fastspec", "info"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "fastspec", "info"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     for label in ("fastspec", "CUDA kernels", "compiler", "OpenMP", "torch", "devices"):
         assert label in out
