@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 _C: ModuleType | None
@@ -17,8 +18,15 @@ else:
 def native() -> ModuleType:
     """Return the compiled extension, or raise an ImportError that says how to build it."""
     if _C is None:
+        here = Path(__file__).resolve().parent
+        hint = (
+            f" Python imported fastspec from the source tree {here}, which holds no built "
+            "extension: run from another directory, or install with `pip install -e .`."
+            if not any(here.glob("_C*.so")) and (here.parent / "CMakeLists.txt").exists()
+            else ""
+        )
         raise ImportError(
-            "fastspec's native extension fastspec._C is not built or failed to load "
-            f"({_IMPORT_ERROR}). Install fastspec with `pip install .` from a clone (see README)."
+            f"fastspec's native extension fastspec._C failed to load ({_IMPORT_ERROR}). "
+            f"Install fastspec with `pip install .` (see README).{hint}"
         )
     return _C
