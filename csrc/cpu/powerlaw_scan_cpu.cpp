@@ -9,9 +9,10 @@
 namespace fastspec {
 namespace {
 
-constexpr int64_t kNumSamples = 64;  // strided points giving a cheap lower bound on ks
-constexpr int64_t kChunk = 4096;     // points between two abandon checks
-constexpr int64_t kNumSeeds = 64;    // candidates evaluated in full first, to seed the bound
+constexpr int64_t kNumSamples = 64;            // strided points giving a cheap lower bound on ks
+constexpr int64_t kChunk = 4096;               // points between two abandon checks
+constexpr int64_t kNumSeeds = 64;              // candidates evaluated first, to seed the bound
+constexpr int64_t kMinParallelWork = 1 << 22;  // below ~this many points x candidates, one thread
 
 void atomic_min(std::atomic<double>& target, double value) {
   double cur = target.load(std::memory_order_relaxed);
@@ -81,12 +82,14 @@ void run(const PowerlawScanArgs& a) {
     if (a.prune && std::isfinite(static_cast<double>(d))) atomic_min(best, static_cast<double>(d));
   };
 
+  // small scans lose more to waking threads (badly, on a loaded machine) than they gain
+  const bool parallel = a.n * C > kMinParallelWork;
   if (a.prune) {  // seed the bound with evenly spaced candidates (revisited below, cheaply)
     const int64_t seeds = std::min(C, kNumSeeds);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (int64_t k = 0; k < seeds; ++k) visit((k * C) / seeds);
   }
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (parallel)
   for (int64_t c = C - 1; c >= 0; --c) visit(c);  // short tails first: cheap, tighten the bound
 }
 

@@ -1,0 +1,409 @@
+"""Hessian, generalised Gauss–Newton and empirical-Fisher operators of a model, loss and data.
+
+The matrices are those of the full-data loss L(θ) = (1/N) Σ_j ℓ(θ; x_j, y_j) over the N samples
+of ``data`` (batches weighted by their sample counts, so an uneven last batch is exact):
+
+- :class:`HessianOperator`: H = ∇²L(θ), exactly.
+- :class:`GGNOperator`: G = (1/N) Σ_j J_jᵀ (∇²_z ℓ_j) J_j, J_j the Jacobian of the model output
+  for sample j; the loss Hessian with respect to the outputs is taken by autograd, so any loss
+  works (for the cross-entropy and squared losses G is the Fisher information).
+- :class:`EmpiricalFisherOperator`: F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ.
+
+Every ``matmat`` runs one pass over the data for a whole block of vectors. The Hessian operator
+has two exact block Hessian-vector products: reverse-over-reverse (``"double_backward"``: one
+backward with ``create_graph`` then a batched backward, ``is_grads_batched``) and
+forward-over-reverse (``"forward_over_reverse"``: ``vmap(jvp(grad))``). ``hvp="auto"`` times
+both on the first batch and keeps the faster (the choice is in ``hvp_method``).
+
+The model is run with ``torch.func.functional_call`` on detached copies of its parameters (cast
+to ``dtype``) and of its buffers: the model itself is never modified, and the operator is
+evaluated at the parameters it had when the operator was built.
+
+References: B. A. Pearlmutter, *Fast exact multiplication by the Hessian*, Neural Computation 6
+(1994); N. N. Schraudolph, *Fast curvature matrix-vector products for second-order gradient
+descent*, Neural Computation 14 (2002); Z. Xie et al., *On the Power-Law Hessian Spectrums in Deep
+Learning*, arXiv:2201.13011 (2022).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from fastspec.curvature.data import as_batches, batch_size, to_device, truncate
+from fastspec.curvature.mode import check_mode, model_mode
+from fastspec.curvature.params import ParamSpec, select_parameters
+from fastspec.linalg import LinearOperator
+
+__all__ = ["EmpiricalFisherOperator", "GGNOperator", "HessianOperator"]
+
+Params = dict[str, torch.Tensor]
+BatchLoss = Callable[[Callable[..., Any], Any], torch.Tensor]
+HVP_METHODS = ("double_backward", "forward_over_reverse")
+
+
+def loss_reduction(loss_fn: Any) -> str:
+    """'mean' or 'sum': how ``loss_fn`` reduces over a batch (callables are taken as 'mean')."""
+    reduction = getattr(loss_fn, "reduction", None)
+    if reduction is None and isinstance(loss_fn, functools.partial):
+        reduction = loss_fn.keywords.get("reduction")
+    reduction = "mean" if reduction is None else reduction
+    if reduction not in ("mean", "sum"):
+        raise ValueError(
+            f"loss_fn must reduce a batch to a scalar with reduction 'mean' or 'sum', got {reduction!r}"
+        )
+    return reduction
+
+
+class _ModelOperator(LinearOperator):
+    """Shared machinery: parameters, data passes, the BatchNorm/dropout policy, flattening."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        data: Any,
+        *,
+        params: ParamSpec = None,
+        mode: str = "eval",
+        dtype: torch.dtype | None = None,
+        batch_loss: BatchLoss | None = None,
+        max_samples: int | None = None,
+        allow_stochastic: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if batch_loss is None and not callable(loss_fn):
+            raise TypeError("loss_fn must be a callable loss(outputs, targets) -> scalar")
+        if batch_loss is not None and not callable(batch_loss):
+            raise TypeError("batch_loss must be a callable batch_loss(model, batch) -> scalar")
+        if dtype is not None and dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if max_samples is not None and int(max_samples) < 1:
+            raise ValueError(f"max_samples must be a positive integer, got {max_samples}")
+        check_mode(model, mode, allow_stochastic)
+        self.model, self.loss_fn, self.batch_loss, self.mode = model, loss_fn, batch_loss, mode
+        self.reduction = "mean" if batch_loss is not None else loss_reduction(loss_fn)
+        self.param_names = select_parameters(model, params)
+        named = dict(model.named_parameters())
+        first = named[self.param_names[0]]
+        self.device = first.device
+        self.dtype = dtype or first.dtype
+        if self.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"the model's parameters must be float32 or float64, got {self.dtype}")
+        selected = set(self.param_names)
+        cast = functools.partial(_cast, dtype=self.dtype)
+        self._theta: Params = {n: cast(named[n]) for n in self.param_names}
+        self._frozen: Params = {n: cast(p) for n, p in named.items() if n not in selected}
+        self._buffers: Params = {n: cast(b) for n, b in model.named_buffers()}
+        self.param_shapes = {n: tuple(t.shape) for n, t in self._theta.items()}
+        P = sum(t.numel() for t in self._theta.values())
+        self.shape = (P, P)
+        self.max_samples = None if max_samples is None else int(max_samples)
+        self._batches = as_batches(data)
+        self.num_samples = sum(n for _, n in self._raw_batches())
+        if self.num_samples == 0:
+            raise ValueError("data is empty: it yielded no samples")
+        self.num_matvecs = 0
+
+    # ------------------------------------------------------------------ data passes
+
+    def _raw_batches(self) -> Iterator[tuple[Any, int]]:
+        seen = 0
+        for batch in self._batches:
+            n = batch_size(batch)
+            if self.max_samples is not None and seen + n > self.max_samples:
+                n = self.max_samples - seen
+                batch = truncate(batch, n)
+            if n > 0:
+                yield batch, n
+            seen += n
+            if self.max_samples is not None and seen >= self.max_samples:
+                return
+
+    def batches(self) -> Iterator[tuple[Any, int]]:
+        """``(batch on device in dtype, sample count)`` over the data, in order."""
+        for batch, n in self._raw_batches():
+            yield to_device(batch, self.device, self.dtype), n
+
+    def _state(self, theta: Params) -> Params:
+        buffers = self._buffers
+        if self.mode == "train":  # BatchNorm updates running statistics in place: use copies
+            buffers = {n: b.clone() for n, b in buffers.items()}
+        return {**self._frozen, **buffers, **theta}
+
+    def _forward(self, theta: Params, inputs: Any) -> Any:
+        args = inputs if isinstance(inputs, tuple) else (inputs,)
+        return functional_call(self.model, self._state(theta), args)
+
+    def _scale(self, n: int) -> float:
+        """Weight of a batch's loss in L = (1/N) Σ ℓ."""
+        return (n if self.reduction == "mean" else 1.0) / self.num_samples
+
+    def _batch_loss(self, theta: Params, batch: Any, n: int) -> torch.Tensor:
+        if self.batch_loss is not None:
+            fmodel = functools.partial(functional_call, self.model, self._state(theta))
+            loss = self.batch_loss(lambda *a, **k: fmodel(a, k), batch)
+        else:
+            inputs, targets = _pair(batch)
+            assert self.loss_fn is not None
+            loss = self.loss_fn(self._forward(theta, inputs), targets)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"the loss must be a scalar tensor, got {shape}")
+        return loss * self._scale(n)
+
+    # ------------------------------------------------------------------ blocks
+
+    def _unflatten(self, V: torch.Tensor) -> Params:
+        """[P, B] → {name: [B, *shape]}."""
+        out, start = {}, 0
+        for n, shape in self.param_shapes.items():
+            size = self._theta[n].numel()
+            out[n] = V[start : start + size].T.reshape(V.shape[1], *shape)
+            start += size
+        return out
+
+    def _flatten(self, blocks: Params, B: int) -> torch.Tensor:
+        """{name: [B, *shape]} → [P, B]."""
+        return torch.cat([blocks[n].reshape(B, -1) for n in self.param_names], dim=1).T
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to ``V`` [P, B]: one pass over the data."""
+        P = self.shape[0]
+        if not isinstance(V, torch.Tensor) or V.dim() != 2 or V.shape[0] != P:
+            got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+            raise ValueError(f"V must be a [P, B] = [{P}, B] tensor, got {got}")
+        if V.dtype != self.dtype or V.device != self.device:
+            raise ValueError(
+                f"V must be {self.dtype} on {self.device}, got {V.dtype} on {V.device}"
+            )
+        B = V.shape[1]
+        out = torch.zeros(P, B, dtype=self.dtype, device=self.device)
+        if B == 0:
+            return out
+        blocks = self._unflatten(V.contiguous())
+        # the math attention kernel has every derivative (flash attention on CPU has no
+        # double-backward nor forward-mode AD); it computes the same function
+        with model_mode(self.model, self.mode), sdpa_kernel(SDPBackend.MATH):
+            for batch, n in self.batches():
+                out += self._flatten(self._batch_product(batch, n, blocks), B)
+        self.num_matvecs += B
+        return out
+
+    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        raise NotImplementedError
+
+
+class HessianOperator(_ModelOperator):
+    """The Hessian of the full-data loss, exactly.
+
+    Args:
+        model: any ``nn.Module``.
+        loss_fn: a criterion ``loss(outputs, targets) -> scalar`` with reduction 'mean' (read
+            from its ``reduction`` attribute; plain callables are taken as means) or 'sum'.
+        data: a ``DataLoader``, any re-iterable of ``(inputs, targets)`` batches, or one
+            ``(inputs, targets)`` pair. ``inputs`` may be a tuple of model arguments.
+        params: all parameters (default), a list of names or tensors, a regex, or a predicate
+            ``(name, parameter) -> bool``: the Hessian block of those parameters.
+        mode: ``"eval"`` (default: running BatchNorm statistics, dropout off) or ``"train"``
+            (batch statistics; stochastic layers refused unless ``allow_stochastic``).
+        dtype: compute dtype (default: the parameters'); float64 for exact spectra.
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        batch_loss: hook ``batch_loss(model, batch) -> scalar mean loss of the batch`` for
+            models that take dicts (language models); ``model`` runs the operator's parameters.
+        max_samples: use only the first ``max_samples`` samples of ``data`` (``num_samples``
+            records how many were used).
+        allow_stochastic: allow dropout-like layers with ``mode="train"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        data: Any,
+        *,
+        params: ParamSpec = None,
+        mode: str = "eval",
+        dtype: torch.dtype | None = None,
+        hvp: str = "auto",
+        batch_loss: BatchLoss | None = None,
+        max_samples: int | None = None,
+        allow_stochastic: bool = False,
+    ) -> None:
+        if hvp not in ("auto", *HVP_METHODS):
+            raise ValueError(
+                f"hvp must be 'auto', 'double_backward' or 'forward_over_reverse', got {hvp!r}"
+            )
+        super().__init__(
+            model, loss_fn, data, params=params, mode=mode, dtype=dtype, batch_loss=batch_loss,
+            max_samples=max_samples, allow_stochastic=allow_stochastic,
+        )  # fmt: skip
+        self.hvp_method: str | None = None if hvp == "auto" else hvp
+        self.hvp_timings: dict[str, float] = {}
+
+    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        if self.hvp_method is None:
+            return self._choose_method(batch, n, V)
+        try:
+            return self._hvp(self.hvp_method, batch, n, V)
+        except (RuntimeError, NotImplementedError) as exc:
+            other = next(m for m in HVP_METHODS if m != self.hvp_method)
+            raise RuntimeError(
+                f"hvp={self.hvp_method!r} failed for this model: {exc}. A layer may "
+                f"lack {'double-backward' if self.hvp_method == 'double_backward' else 'forward-mode'}"
+                f" support; try hvp={other!r}"
+            ) from exc
+
+    def _choose_method(self, batch: Any, n: int, V: Params) -> Params:
+        results: dict[str, Params] = {}
+        errors: dict[str, str] = {}
+        for method in HVP_METHODS:
+            try:
+                self._hvp(method, batch, n, V)  # warm-up
+                start = time.perf_counter()
+                results[method] = self._hvp(method, batch, n, V)
+                self.hvp_timings[method] = time.perf_counter() - start
+            except (RuntimeError, NotImplementedError) as exc:
+                errors[method] = str(exc)
+        if not results:
+            raise RuntimeError(
+                "no Hessian-vector product works for this model (a layer lacks both "
+                f"double-backward and forward-mode support): {errors}"
+            )
+        self.hvp_method = min(results, key=lambda m: self.hvp_timings[m])
+        return results[self.hvp_method]
+
+    def _hvp(self, method: str, batch: Any, n: int, V: Params) -> Params:
+        if method == "forward_over_reverse":
+
+            def one(v: Params) -> Params:
+                g = grad(lambda theta: self._batch_loss(theta, batch, n))
+                return jvp(g, (self._theta,), (v,))[1]
+
+            return vmap(one)(V)
+        theta = {k: t.detach().requires_grad_(True) for k, t in self._theta.items()}
+        loss = self._batch_loss(theta, batch, n)
+        leaves = list(theta.values())
+        grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        out = {k: torch.zeros_like(v) for k, v in V.items()}
+        if live:
+            names = list(theta)
+            hv = torch.autograd.grad(
+                [grads[i] for i in live], leaves,
+                grad_outputs=[V[names[i]] for i in live],
+                is_grads_batched=True, allow_unused=True,
+            )  # fmt: skip
+            for name, h in zip(names, hv):
+                if h is not None:
+                    out[name] = h
+        return out
+
+
+class GGNOperator(_ModelOperator):
+    """The generalised Gauss–Newton matrix G = (1/N) Σ_j J_jᵀ (∇²_z ℓ_j) J_j.
+
+    Same arguments as :class:`HessianOperator` (no ``hvp``, no ``batch_loss``): the loss must be
+    a function of the model's output tensor and the targets.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
+    ) -> None:
+        if kwargs.get("batch_loss") is not None:
+            raise ValueError(
+                "GGNOperator needs loss_fn(outputs, targets); batch_loss is not supported"
+            )
+        super().__init__(model, loss_fn, data, **kwargs)
+
+    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        inputs, targets = _pair(batch)
+        scale = self._scale(n)
+        assert self.loss_fn is not None
+        loss_fn = self.loss_fn
+
+        def output(theta: Params) -> torch.Tensor:
+            out = self._forward(theta, inputs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError("GGNOperator needs a model that returns one tensor")
+            return out
+
+        primal = vjp(output, self._theta)
+        z, pullback = primal[0].detach(), primal[1]
+        Jv = vmap(lambda v: jvp(output, (self._theta,), (v,))[1])(V)
+        # the loss Hessian in output space is symmetric: apply it reverse-over-reverse
+        def loss_of_output(out: torch.Tensor) -> torch.Tensor:
+            return loss_fn(out, targets) * scale
+
+        loss_hvp = vjp(grad(loss_of_output), z)[1]
+        HJv = vmap(loss_hvp)(Jv)[0]
+        return vmap(pullback)(HJv)[0]
+
+
+class EmpiricalFisherOperator(_ModelOperator):
+    """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample
+    gradients; ℓ_j is ``loss_fn`` on the one-sample batch j).
+
+    Same arguments as :class:`GGNOperator`. Per-sample gradients are formed in chunks of samples
+    (``vmap(grad)``); under ``mode="train"`` BatchNorm makes them undefined, so that is refused.
+    """
+
+    max_chunk_elements = 2**25  # per-sample-gradient chunk: samples x P elements
+
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
+    ) -> None:
+        if kwargs.get("batch_loss") is not None:
+            raise ValueError(
+                "EmpiricalFisherOperator needs loss_fn(outputs, targets); batch_loss is not supported"
+            )
+        if kwargs.get("mode", "eval") == "train" and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            raise ValueError(
+                "per-sample gradients are undefined under train-mode BatchNorm: use mode='eval'"
+            )
+        super().__init__(model, loss_fn, data, **kwargs)
+
+    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        inputs, targets = _pair(batch)
+        assert self.loss_fn is not None
+        loss_fn = self.loss_fn
+        if isinstance(inputs, tuple):
+            raise TypeError("EmpiricalFisherOperator needs a single input tensor per batch")
+
+        def sample_loss(theta: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return loss_fn(self._forward(theta, x[None]), y[None])
+
+        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+        B = next(iter(V.values())).shape[0]
+        Vflat = self._flatten(V, B)  # [P, B]
+        out = torch.zeros_like(Vflat)
+        chunk = max(1, self.max_chunk_elements // self.shape[0])
+        for lo in range(0, n, chunk):
+            x, y = inputs[lo : lo + chunk], targets[lo : lo + chunk]
+            G = self._flatten(per_sample(self._theta, x, y), x.shape[0])  # [P, chunk]
+            out += G @ (G.T @ Vflat)
+        return self._unflatten(out / self.num_samples)
+
+
+def _cast(t: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
+    t = t.detach()
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def _pair(batch: Any) -> tuple[Any, Any]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError(
+            "each batch must be an (inputs, targets) pair; for other batches pass batch_loss="
+        )
+    inputs, targets = batch
+    return (tuple(inputs) if isinstance(inputs, list) else inputs), targets

@@ -1,0 +1,407 @@
+"""The ``LinearOperator`` contract of :mod:`fastspec.linalg` and adapters to it.
+
+Every algorithm in :mod:`fastspec.linalg` takes an operator, never a model. The contract follows
+scipy's ``LinearOperator`` (``shape``, ``dtype``, ``matvec``, ``matmat``), with torch tensors
+instead of numpy arrays and with the *block* product as the primitive:
+
+- ``shape``: ``(P, P)``;
+- ``dtype``: a real floating ``torch.dtype``;
+- ``device``: the ``torch.device`` that ``matmat`` reads and writes;
+- ``matmat(V)``: ``V`` of shape ``[P, B]`` → ``A @ V`` of shape ``[P, B]``, same dtype and device;
+- ``matvec(v)``: ``[P]`` → ``[P]`` (derived from ``matmat``).
+
+Block products are the primitive because every consumer here (block Lanczos, batched SLQ probes,
+Hutch++) applies the operator to several vectors at once, and because batched Hessian-vector
+products are much cheaper per vector than one at a time.
+
+:func:`aslinearoperator` adapts dense tensors and numpy arrays, callables acting on blocks,
+scipy ``LinearOperator``\\ s and sparse matrices, and any object with a compatible ``matmat`` or
+``@`` (curvlinops' PyTorch operators, for instance).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CallableOperator",
+    "DenseOperator",
+    "LinearOperator",
+    "MatmulOperator",
+    "ScipyOperator",
+    "aslinearoperator",
+]
+
+_REAL_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _as_torch_dtype(dtype: Any, *, name: str) -> torch.dtype:
+    """Map a torch or numpy dtype (or a type) to a real floating ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        try:
+            out = torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+        except TypeError as exc:
+            raise TypeError(f"{name}: cannot interpret {dtype!r} as a dtype") from exc
+    if out not in _REAL_FLOATING:
+        raise TypeError(
+            f"{name} must be a real floating dtype (float16/bfloat16/float32/float64), got {out}"
+        )
+    return out
+
+
+def _as_device(device: torch.device | str | None) -> torch.device:
+    """``torch.device`` with the index filled in (``"cuda"`` → ``cuda:<current>``), so that it
+    compares equal to the device of the tensors it produces."""
+    dev = torch.device("cpu" if device is None else device)
+    if dev.type not in ("cpu", "meta") and dev.index is None:
+        dev = torch.empty(0, device=dev).device
+    return dev
+
+
+def _as_shape(shape: Any, *, name: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(s) for s in shape)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a pair (P, P), got {shape!r}") from exc
+    if rows != cols:
+        raise ValueError(f"{name}: the operator must be square, got shape {(rows, cols)}")
+    if rows < 1:
+        raise ValueError(f"{name}: the operator must have P >= 1, got shape {(rows, cols)}")
+    return rows, cols
+
+
+class LinearOperator(abc.ABC):
+    """A square linear operator ``A`` of shape ``(P, P)`` acting on torch tensors.
+
+    Subclasses set ``shape``, ``dtype`` and ``device`` and implement :meth:`matmat`.
+    The algorithms in :mod:`fastspec.linalg` that need symmetry (``eigsh``, ``slq``) assume it;
+    :func:`fastspec.linalg.trace` does not.
+
+    Attributes:
+        shape: ``(P, P)``.
+        dtype: real floating dtype of inputs and outputs.
+        device: device of inputs and outputs.
+    """
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    @abc.abstractmethod
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to a block.
+
+        Args:
+            V: ``[P, B]`` block, ``self.dtype`` on ``self.device``.
+
+        Returns:
+            ``A @ V``, ``[P, B]``.
+        """
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to one vector ``v`` of shape ``[P]``; returns ``[P]``."""
+        return self.matmat(v.reshape(-1, 1)).reshape(-1)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 1:
+            return self.matvec(x)
+        if x.dim() == 2:
+            return self.matmat(x)
+        raise ValueError(f"operator @ x: x must be [P] or [P, B], got shape {tuple(x.shape)}")
+
+    @property
+    def size(self) -> int:
+        """``P``, the dimension the operator acts on."""
+        return self.shape[0]
+
+    def to_dense(self, *, block_size: int = 256) -> torch.Tensor:
+        """Materialise the ``[P, P]`` matrix by applying the operator to identity blocks.
+
+        Costs ``P`` matrix-vector products and ``P**2`` elements of memory.
+
+        Args:
+            block_size: columns of the identity applied per :meth:`matmat` call.
+        """
+        P = self.shape[0]
+        out = torch.empty(P, P, dtype=self.dtype, device=self.device)
+        for start in range(0, P, block_size):
+            stop = min(P, start + block_size)
+            E = torch.zeros(P, stop - start, dtype=self.dtype, device=self.device)
+            E[start:stop].fill_diagonal_(1.0)
+            out[:, start:stop] = checked_matmat(self, E)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+class DenseOperator(LinearOperator):
+    """An explicit ``[P, P]`` matrix.
+
+    Args:
+        matrix: ``[P, P]`` real floating tensor.
+    """
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        if not isinstance(matrix, torch.Tensor):
+            raise TypeError(f"matrix must be a torch.Tensor, got {type(matrix).__name__}")
+        if matrix.dim() != 2:
+            raise ValueError(f"op: a dense operator must be 2-D, got shape {tuple(matrix.shape)}")
+        self.shape = _as_shape(matrix.shape, name="op")
+        self.dtype = _as_torch_dtype(matrix.dtype, name="op.dtype")
+        self.device = matrix.device
+        self.matrix = matrix
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ V
+
+    def to_dense(self, *, block_size: int = 256) -> torch.Tensor:
+        return self.matrix
+
+    def asymmetry(self) -> float:
+        """``max |A - Aᵀ| / max |A|`` (0 for an exactly symmetric matrix)."""
+        scale = float(self.matrix.abs().max())
+        if scale == 0.0 or not math.isfinite(scale):
+            return 0.0 if scale == 0.0 else math.inf
+        return float((self.matrix - self.matrix.mT).abs().max()) / scale
+
+
+class CallableOperator(LinearOperator):
+    """A Python callable as an operator.
+
+    Args:
+        fn: the product. With ``batched=True`` (default) it maps a ``[P, B]`` block to
+            ``[P, B]``; with ``batched=False`` it maps a ``[P]`` vector to ``[P]`` and is
+            called once per column.
+        shape: ``(P, P)``.
+        dtype: dtype ``fn`` reads and writes (default: ``torch.get_default_dtype()``).
+        device: device ``fn`` reads and writes (default: CPU).
+        batched: whether ``fn`` accepts blocks.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        shape: tuple[int, int],
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        batched: bool = True,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.shape = _as_shape(shape, name="shape")
+        self.dtype = _as_torch_dtype(
+            torch.get_default_dtype() if dtype is None else dtype, name="dtype"
+        )
+        self.device = _as_device(device)
+        self.batched = bool(batched)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        if self.batched:
+            return self.fn(V)
+        return torch.stack([self.fn(V[:, j]) for j in range(V.shape[1])], dim=1)
+
+
+class ScipyOperator(LinearOperator):
+    """A scipy ``LinearOperator`` (or sparse matrix) evaluated on the host through numpy.
+
+    Args:
+        op: a ``scipy.sparse.linalg.LinearOperator``.
+        dtype: torch dtype of the adapter (default: ``op.dtype`` mapped to torch).
+        device: device of the adapter's inputs/outputs (default: CPU); data goes to the host
+            for every product.
+    """
+
+    def __init__(
+        self,
+        op: Any,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.op = op
+        self.shape = _as_shape(op.shape, name="op.shape")
+        self.dtype = _as_torch_dtype(op.dtype if dtype is None else dtype, name="dtype")
+        self.device = _as_device(device)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        out = np.asarray(self.op.matmat(V.detach().cpu().numpy()))
+        return torch.as_tensor(out).to(dtype=self.dtype, device=self.device)
+
+
+class MatmulOperator(LinearOperator):
+    """Any object with a torch-compatible ``matmat(V)`` or ``obj @ V`` (e.g. curvlinops).
+
+    Args:
+        obj: the object; ``obj.matmat`` is used when present, else ``obj @ V``.
+        shape: ``(P, P)`` (default: ``obj.shape``).
+        dtype: default ``obj.dtype``.
+        device: default ``obj.device`` or CPU.
+    """
+
+    def __init__(
+        self,
+        obj: Any,
+        *,
+        shape: tuple[int, int] | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if shape is None:
+            shape = getattr(obj, "shape", None)
+            if shape is None:
+                raise ValueError(
+                    f"shape: {type(obj).__name__} has no .shape; pass shape=(P, P) explicitly"
+                )
+        self.obj = obj
+        self.shape = _as_shape(shape, name="shape")
+        if dtype is None:
+            dtype = getattr(obj, "dtype", None)
+        self.dtype = _as_torch_dtype(
+            torch.get_default_dtype() if dtype is None else dtype, name="dtype"
+        )
+        if device is None:
+            device = getattr(obj, "device", None)
+        self.device = _as_device(device)
+        self._use_matmat = callable(getattr(obj, "matmat", None))
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        if self._use_matmat:
+            return self.obj.matmat(V)
+        return self.obj @ V
+
+
+def _is_scipy_linear_operator(obj: Any) -> bool:
+    try:
+        import scipy.sparse.linalg as spla
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return isinstance(obj, spla.LinearOperator)
+
+
+def _is_scipy_sparse(obj: Any) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(sp.issparse(obj))
+
+
+def aslinearoperator(
+    obj: Any,
+    *,
+    shape: tuple[int, int] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> LinearOperator:
+    """Adapt ``obj`` to the :class:`LinearOperator` contract.
+
+    Accepted:
+
+    - a :class:`LinearOperator` (returned unchanged; ``shape``/``dtype``/``device``, if given,
+      must match it);
+    - a ``[P, P]`` ``torch.Tensor`` or numpy array (converted to ``dtype``/``device`` if given);
+    - a scipy sparse matrix or ``scipy.sparse.linalg.LinearOperator`` (products go through the
+      host);
+    - any object with a ``matmat`` method or ``@`` taking a ``[P, B]`` torch tensor (curvlinops'
+      PyTorch operators); ``shape``/``dtype``/``device`` default to its attributes;
+    - a callable mapping a ``[P, B]`` block to ``[P, B]`` (``shape`` required). A callable that
+      only takes vectors must be wrapped as ``CallableOperator(fn, ..., batched=False)``.
+
+    Args:
+        obj: the operator-like object.
+        shape: ``(P, P)``.
+        dtype: real floating dtype the operator reads and writes.
+        device: device the operator reads and writes.
+
+    Returns:
+        A :class:`LinearOperator`.
+
+    Raises:
+        TypeError: ``obj`` is of an unsupported kind or ``dtype`` is not real floating.
+        ValueError: the shape is missing, not 2-D or not square, or contradicts ``obj``.
+    """
+    if isinstance(obj, LinearOperator):
+        for arg, want, have in (
+            ("shape", None if shape is None else tuple(int(s) for s in shape), obj.shape),
+            ("dtype", dtype, obj.dtype),
+            ("device", None if device is None else _as_device(device), obj.device),
+        ):
+            if want is not None and want != have:
+                raise ValueError(f"{arg}={want} contradicts the operator's {arg} {have}")
+        return obj
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
+    if isinstance(obj, torch.Tensor):
+        if obj.dim() != 2:
+            raise ValueError(f"op: a dense operator must be 2-D, got shape {tuple(obj.shape)}")
+        if shape is not None and tuple(int(s) for s in shape) != tuple(obj.shape):
+            raise ValueError(f"shape={tuple(shape)} contradicts the tensor's {tuple(obj.shape)}")
+        if dtype is not None:
+            obj = obj.to(_as_torch_dtype(dtype, name="dtype"))
+        if device is not None:
+            obj = obj.to(_as_device(device))
+        return DenseOperator(obj)
+    if _is_scipy_sparse(obj):
+        import scipy.sparse.linalg as spla
+
+        obj = spla.aslinearoperator(obj)
+    if _is_scipy_linear_operator(obj):
+        if shape is not None and tuple(int(s) for s in shape) != tuple(obj.shape):
+            raise ValueError(f"shape={tuple(shape)} contradicts the operator's {obj.shape}")
+        return ScipyOperator(obj, dtype=dtype, device=device)
+    if callable(getattr(obj, "matmat", None)) or hasattr(type(obj), "__matmul__"):
+        return MatmulOperator(obj, shape=shape, dtype=dtype, device=device)
+    if callable(obj):
+        if shape is None:
+            raise ValueError("shape: a callable operator needs shape=(P, P)")
+        return CallableOperator(obj, shape=shape, dtype=dtype, device=device)
+    raise TypeError(
+        f"op: cannot use a {type(obj).__name__} as a linear operator (expected a LinearOperator, "
+        "a 2-D tensor or array, a scipy LinearOperator, an object with matmat/@, or a callable)"
+    )
+
+
+def checked_matmat(op: LinearOperator, V: torch.Tensor) -> torch.Tensor:
+    """``op.matmat(V)`` with the output's type, shape, dtype and device checked.
+
+    Finiteness is not checked here (that would synchronise with the device); the algorithms
+    check it once per block step.
+
+    Raises:
+        TypeError: the output is not a tensor or has the wrong dtype or device.
+        ValueError: the output has the wrong shape.
+    """
+    out = op.matmat(V)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"op.matmat returned {type(out).__name__}, expected a torch.Tensor")
+    if out.shape != V.shape:
+        if out.dim() == 1 and V.dim() == 2 and V.shape[1] == 1 and out.shape[0] == V.shape[0]:
+            out = out.reshape(V.shape)
+        else:
+            raise ValueError(
+                f"op.matmat returned shape {tuple(out.shape)} for an input of shape "
+                f"{tuple(V.shape)}; a callable that only takes vectors must be wrapped as "
+                "CallableOperator(fn, shape=..., batched=False)"
+            )
+    if out.dtype != op.dtype:
+        raise TypeError(f"op.matmat returned dtype {out.dtype}, but the operator says {op.dtype}")
+    if out.device != op.device and not (
+        out.device.type == op.device.type and op.device.index is None
+    ):
+        raise TypeError(
+            f"op.matmat returned a tensor on {out.device}, but the operator says {op.device}"
+        )
+    return out

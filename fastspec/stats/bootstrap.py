@@ -1,0 +1,112 @@
+"""Goodness of fit of a power law: the semi-parametric bootstrap p-value of Clauset, Shalizi &
+Newman (2009, section 4.1).
+
+Each replicate has as many points as the data: n_tail' ~ Binomial(n, n_tail / n) of them drawn
+from the fitted power law above xmin, the other n - n_tail' drawn with replacement from the data
+below xmin. The replicate is refitted exactly as the data were (xmin searched again over the same
+kind of candidates, with the same alpha_range and estimator, or held at a fixed xmin), and
+p = the fraction of replicates whose KS distance is >= the observed one. About 2500 replicates
+give p to +-0.01 (their eq. 4.2). Continuous refits use the pruned native xmin scan
+(:func:`fastspec.ops.powerlaw_scan`), so 2500 replicates at n = 10^4 take seconds.
+
+Replicate i is generated from ``SeedSequence(seed).spawn(n_boot)[i]``, so the result depends on
+the seed only, not on ``workers``. References: A. Clauset, C. R. Shalizi, M. E. J. Newman (2009),
+SIAM Review 51; J. Alstott et al. (2014), PLoS ONE 9.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastspec.stats import _continuous, _discrete
+from fastspec.stats._checks import check_int
+
+if TYPE_CHECKING:
+    from fastspec.stats.powerlaw import PowerLaw
+
+__all__ = ["GofResult", "gof_pvalue"]
+
+
+@dataclass(frozen=True, eq=False)
+class GofResult:
+    """The bootstrap goodness-of-fit test.
+
+    Attributes:
+        p: fraction of fitted replicates with KS distance >= ``ks`` (the power law is ruled out
+            when p <= 0.1, Clauset et al.).
+        ks: the observed KS distance.
+        n_boot: replicates drawn.
+        n_failed: replicates that could not be refitted (left out of p).
+        ks_boot: [n_boot] the replicates' KS distances (NaN where refitting failed).
+    """
+
+    p: float
+    ks: float
+    n_boot: int
+    n_failed: int
+    ks_boot: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p": self.p, "ks": self.ks, "n_boot": self.n_boot, "n_failed": self.n_failed}
+
+
+def gof_pvalue(
+    fit: PowerLaw,
+    n_boot: int = 2500,
+    *,
+    seed: int | np.random.SeedSequence | None = None,
+    workers: int = 2,
+) -> GofResult:
+    """Semi-parametric bootstrap p-value of a power-law fit (Clauset et al. 2009, sec. 4.1).
+
+    Args:
+        fit: a :class:`~fastspec.stats.PowerLaw` from :meth:`PowerLaw.fit`.
+        n_boot: number of replicates (2500 for p to within +-0.01).
+        seed: seed of the replicates (an int or a ``numpy.random.SeedSequence``); None draws
+            fresh entropy.
+        workers: threads generating and refitting replicates concurrently (the native scan
+            releases the GIL). On the 2-core development machine 2 threads are as fast as 1 when
+            it is idle and several times faster when other processes compete for the cores
+            (the scan's OpenMP team then waits less); the result does not depend on it.
+
+    Returns:
+        The p-value and the replicate KS distances.
+    """
+    from fastspec.stats.powerlaw import fit_ks
+
+    n_boot = check_int("n_boot", n_boot, minimum=1)
+    workers = check_int("workers", workers, minimum=1)
+    if fit.options is None or fit.data.size != fit.n:
+        raise ValueError("fit must come from PowerLaw.fit (it carries its data and options)")
+    opts = fit.options
+    x = fit.data
+    n = x.size
+    body = x[: n - fit.n_tail]
+    p_tail = fit.n_tail / n
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seeds = root.spawn(n_boot)
+
+    def replicate(ss: np.random.SeedSequence) -> float:
+        rng = np.random.default_rng(ss)
+        nt = int(rng.binomial(n, p_tail))
+        if fit.discrete:
+            tail = _discrete.sample(nt, fit.alpha, fit.xmin, rng)
+        else:
+            tail = _continuous.sample(nt, fit.alpha, fit.xmin, rng)
+        head = body[rng.integers(0, body.size, size=n - nt)] if n > nt else body[:0]
+        return fit_ks(np.sort(np.concatenate([head, tail])), opts)
+
+    if workers == 1:
+        ks_boot = np.array([replicate(s) for s in seeds])
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            ks_boot = np.array(list(pool.map(replicate, seeds)))
+    ok = np.isfinite(ks_boot)
+    n_ok = int(ok.sum())
+    p = float(np.mean(ks_boot[ok] >= fit.ks)) if n_ok else math.nan
+    return GofResult(p=p, ks=fit.ks, n_boot=n_boot, n_failed=n_boot - n_ok, ks_boot=ks_boot)

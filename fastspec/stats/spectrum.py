@@ -1,0 +1,187 @@
+"""The power-law test of a Hessian (or gradient-covariance) spectrum, exactly as the P1 paper does
+it: Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*,
+arXiv:2201.13011 (2022); Tang et al., ICML 2025 (methods.md section 1).
+
+The top K positive eigenvalues lambda_1 >= ... >= lambda_K are fitted with the cutoff fixed at the
+smallest, xmin = lambda_K (the ``powerlaw`` package with a fixed xmin):
+
+* beta = 1 + K / sum_i log(lambda_i / lambda_K) (Clauset et al. 2009, eq. 3.1), the exponent of
+  p(lambda) ~ lambda^-beta;
+* its standard error (beta - 1) / sqrt(K), and the rank-law slope s = 1 / (beta - 1) of
+  lambda_k ~ k^-s (this is *not* a log-log least-squares slope; that one is reported separately
+  as ``lsq_slope`` and ``lsq_r2``);
+* the KS distance d_ks with the package's convention (empirical CDF (i - 1)/K at the i-th smallest
+  value, fitted CDF 1 - (lambda / lambda_K)^(1 - beta));
+* the decision "power-law" iff d_ks < c_alpha / sqrt(K), c_alpha from the KS table
+  (1.07, 1.14, 1.22, 1.36, 1.63 for alpha = 0.20, 0.15, 0.10, 0.05, 0.01).
+
+Eigengaps delta_k = lambda_k - lambda_{k+1}, re-sorted descending, are tested the same way (P1
+finds s_gap ~ s + 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from fastspec.stats import _continuous
+from fastspec.stats._checks import KS_TABLE, as_float_vector, check_int, check_level
+
+__all__ = ["SpectrumFit", "fit_eigengaps", "fit_spectrum", "ks_critical_value"]
+
+
+def ks_critical_value(n: int, alpha: float = 0.05) -> float:
+    """The KS critical distance c_alpha / sqrt(n) of P1's decision rule.
+
+    c_alpha = 1.07, 1.14, 1.22, 1.36, 1.63 for alpha = 0.20, 0.15, 0.10, 0.05, 0.01 (the table P1
+    uses); other levels raise ``ValueError`` rather than mixing in a different formula (the
+    asymptotic sqrt(-log(alpha/2)/2) gives 1.358 at 0.05, not 1.36). Note: P1's own K = 50 tables
+    compare against 0.176, not 1.36/sqrt(50) = 0.192; fastspec reports the formula's value.
+
+    Args:
+        n: number of points in the fitted tail (K), >= 1.
+        alpha: significance level.
+
+    Returns:
+        c_alpha / sqrt(n) (1.36/sqrt(1000) = 0.04301, 1.36/sqrt(50) = 0.19233).
+    """
+    n = check_int("n", n, minimum=1)
+    return KS_TABLE[check_level(alpha)] / math.sqrt(n)
+
+
+@dataclass(frozen=True)
+class SpectrumFit:
+    """The P1 power-law fit and KS test of the top-k values of a spectrum.
+
+    Attributes:
+        k: number of values fitted (K).
+        xmin: the cutoff, lambda_K (the smallest value fitted).
+        lambda_max: the largest value, lambda_1.
+        beta: MLE exponent of p(lambda) ~ lambda^-beta.
+        beta_se: its standard error (beta - 1) / sqrt(k).
+        s: the rank-law slope 1 / (beta - 1) (lambda_k ~ k^-s).
+        ks: KS distance d_ks.
+        ks_critical: c_alpha / sqrt(k).
+        alpha: the significance level.
+        is_power_law: ks < ks_critical.
+        lsq_slope: least-squares slope of log lambda_i against log i (i = 1..k); about -s for a
+            rank law (an extra, not P1's estimator).
+        lsq_r2: R^2 of that regression.
+    """
+
+    k: int
+    xmin: float
+    lambda_max: float
+    beta: float
+    beta_se: float
+    s: float
+    ks: float
+    ks_critical: float
+    alpha: float
+    is_power_law: bool
+    lsq_slope: float
+    lsq_r2: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_spectrum(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05) -> SpectrumFit:
+    """Fit and test a power law on the top ``k`` positive values (P1's method).
+
+    Args:
+        eigenvalues: [N] finite values in any order (numpy, list or tensor); non-positive values
+            are dropped (only positive eigenvalues enter the fit).
+        k: how many of the largest positive values to fit (all positive ones if None); >= 2.
+        alpha: significance level of the KS decision (a KS-table level).
+
+    Returns:
+        The fit, its KS distance and the decision.
+
+    Raises:
+        ValueError: on NaN/inf, fewer than 2 positive values, k < 2 or k larger than the number
+            of positive values, all k values equal, or an untabulated alpha.
+    """
+    level = check_level(alpha)
+    ev = as_float_vector("eigenvalues", eigenvalues, min_size=1)
+    pos = np.sort(ev[ev > 0])[::-1]
+    if pos.size < 2:
+        raise ValueError(
+            f"eigenvalues must contain at least 2 positive values, got {pos.size} "
+            f"(of {ev.size}; only positive eigenvalues enter the fit)"
+        )
+    if k is None:
+        k = int(pos.size)
+    k = check_int("k", k, minimum=2)
+    if k > pos.size:
+        raise ValueError(f"k={k} exceeds the number of positive eigenvalues ({pos.size})")
+    return _fit_top(pos[:k], level, what="eigenvalues")
+
+
+def fit_eigengaps(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05) -> SpectrumFit:
+    """:func:`fit_spectrum` on the eigengaps lambda_i - lambda_{i+1} of the positive eigenvalues.
+
+    The positive eigenvalues are sorted descending, their consecutive gaps taken, zero gaps (ties)
+    dropped, the rest re-sorted descending, and the top ``k`` gaps (all if None) fitted.
+
+    Args:
+        eigenvalues: [N] finite values in any order; non-positive values are dropped.
+        k: how many of the largest gaps to fit; >= 2.
+        alpha: significance level of the KS decision.
+    """
+    level = check_level(alpha)
+    ev = as_float_vector("eigenvalues", eigenvalues, min_size=1)
+    pos = np.sort(ev[ev > 0])[::-1]
+    gaps = np.sort(pos[:-1] - pos[1:])[::-1]
+    gaps = gaps[gaps > 0]
+    if gaps.size < 2:
+        raise ValueError(
+            f"eigenvalues must give at least 2 positive gaps between positive values, got "
+            f"{gaps.size}"
+        )
+    if k is None:
+        k = int(gaps.size)
+    k = check_int("k", k, minimum=2)
+    if k > gaps.size:
+        raise ValueError(f"k={k} exceeds the number of positive eigengaps ({gaps.size})")
+    return _fit_top(gaps[:k], level, what="eigengaps")
+
+
+def _fit_top(top: np.ndarray, level: float, *, what: str) -> SpectrumFit:
+    """``top`` [k] descending positive values."""
+    k = top.size
+    xmin = float(top[-1])
+    beta = _continuous.mle_alpha(top, xmin)
+    if not math.isfinite(beta):
+        raise ValueError(f"{what}: the top k={k} values are all equal; no power law can be fitted")
+    ks = _continuous.ks_distance(top[::-1].copy(), beta, xmin)
+    crit = KS_TABLE[level] / math.sqrt(k)
+    slope, r2 = _loglog_lsq(top)
+    return SpectrumFit(
+        k=k,
+        xmin=xmin,
+        lambda_max=float(top[0]),
+        beta=beta,
+        beta_se=(beta - 1.0) / math.sqrt(k),
+        s=1.0 / (beta - 1.0),
+        ks=ks,
+        ks_critical=crit,
+        alpha=level,
+        is_power_law=bool(ks < crit),
+        lsq_slope=slope,
+        lsq_r2=r2,
+    )
+
+
+def _loglog_lsq(top: np.ndarray) -> tuple[float, float]:
+    """Slope and R^2 of log top_i ~ a + b log i, i = 1..k."""
+    lx = np.log(np.arange(1, top.size + 1, dtype=np.float64))
+    ly = np.log(top)
+    dx, dy = lx - lx.mean(), ly - ly.mean()
+    sxx, syy = float(np.sum(dx * dx)), float(np.sum(dy * dy))
+    slope = float(np.sum(dx * dy)) / sxx
+    r2 = slope * slope * sxx / syy if syy > 0 else 1.0
+    return slope, r2

@@ -1,0 +1,202 @@
+"""Curvature operators against dense torch.func oracles (float64, <= 1e-10 relative)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from curvature_models import (
+    batches,
+    dense_hessian,
+    finite_difference_hessian,
+    flat_fn,
+    make_data,
+    make_model,
+    rel_err,
+)
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastspec.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator
+
+MODELS = ["mlp", "cnn", "embed_layernorm", "transformer"]
+TOL = 1e-10
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("hvp", ["double_backward", "forward_over_reverse"])
+def test_hessian_matches_dense(name: str, hvp: str) -> None:
+    model = make_model(name)
+    x, y = make_data(name)
+    loss = nn.CrossEntropyLoss()
+    op = HessianOperator(model, loss, batches(x, y, 7), hvp=hvp)  # uneven last batch (20 = 7+7+6)
+    assert op.num_samples == 20 and op.hvp_method == hvp
+    H = op.to_dense()
+    assert rel_err(H, dense_hessian(model, loss, x, y)) < TOL
+    assert torch.allclose(H, H.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_hessian_matches_finite_differences(name: str) -> None:
+    """An oracle with no vmap, no forward mode and no double backward."""
+    model = make_model(name)
+    x, y = make_data(name, 8)
+    loss = nn.CrossEntropyLoss()
+    H = HessianOperator(model, loss, batches(x, y, 3)).to_dense()
+    assert rel_err(H, finite_difference_hessian(model, loss, x, y)) < 1e-7
+
+
+def test_auto_picks_a_method_and_records_timings() -> None:
+    model = make_model("mlp")
+    x, y = make_data("mlp")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    H = op.to_dense()
+    assert op.hvp_method in ("double_backward", "forward_over_reverse")
+    assert set(op.hvp_timings) == {"double_backward", "forward_over_reverse"}
+    assert rel_err(H, dense_hessian(model, nn.CrossEntropyLoss(), x, y)) < TOL
+
+
+def test_dataloader_sum_reduction_and_matvec_count() -> None:
+    model = make_model("mlp")
+    x, y = make_data("mlp", 23)
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)  # 5+5+5+5+3
+    op = HessianOperator(model, nn.CrossEntropyLoss(reduction="sum"), loader)
+    H = op.to_dense(block_size=16)
+    assert op.num_matvecs == op.shape[0]
+    oracle = dense_hessian(model, nn.CrossEntropyLoss(reduction="sum"), x, y, scale=1 / 23)
+    assert rel_err(H, oracle) < TOL
+
+
+def test_mse_loss_and_generator_data() -> None:
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    x = torch.randn(12, 5, dtype=torch.float64)
+    y = torch.randn(12, 2, dtype=torch.float64)
+    op = HessianOperator(
+        model, nn.MSELoss(), ((x[i : i + 4], y[i : i + 4]) for i in range(0, 12, 4))
+    )
+    assert rel_err(op.to_dense(), dense_hessian(model, nn.MSELoss(), x, y)) < TOL
+    assert rel_err(op.to_dense(), dense_hessian(model, nn.MSELoss(), x, y)) < TOL  # re-iterable
+
+
+@pytest.mark.parametrize(
+    "params",
+    [r"^2\.", ["2.weight", "2.bias"], lambda name, p: name.startswith("2.")],
+    ids=["regex", "names", "predicate"],
+)
+def test_parameter_subset(params) -> None:  # type: ignore[no-untyped-def]
+    model = make_model("mlp")
+    x, y = make_data("mlp")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), params=params)
+    assert op.param_names == ["2.weight", "2.bias"] and op.shape == (27, 27)
+    oracle = dense_hessian(model, nn.CrossEntropyLoss(), x, y, names=["2.weight", "2.bias"])
+    assert rel_err(op.to_dense(), oracle) < TOL
+
+
+def test_parameter_tensors_select_too() -> None:
+    model = make_model("mlp")
+    x, y = make_data("mlp")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), params=[model[0].bias])
+    assert op.param_names == ["0.bias"]
+
+
+def test_float32_model_evaluated_in_float64() -> None:
+    model = make_model("mlp").float()
+    x, y = make_data("mlp")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x.float(), y), dtype=torch.float64)
+    assert op.dtype == torch.float64
+    assert next(model.parameters()).dtype == torch.float32  # the model is not modified
+    oracle = dense_hessian(make_model("mlp"), nn.CrossEntropyLoss(), x, y)
+    # same weights rounded to float32 once: agreement to float32 resolution of the weights
+    assert rel_err(op.to_dense(), oracle) < 1e-5
+
+
+def test_max_samples_uses_the_first_samples() -> None:
+    model = make_model("mlp")
+    x, y = make_data("mlp")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), batches(x, y, 7), max_samples=10)
+    assert op.num_samples == 10
+    assert rel_err(op.to_dense(), dense_hessian(model, nn.CrossEntropyLoss(), x[:10], y[:10])) < TOL
+
+
+def test_batch_loss_hook_with_dict_batches() -> None:
+    model = make_model("embed_layernorm")
+    x, y = make_data("embed_layernorm")
+    data = [{"tokens": x[i : i + 8], "labels": y[i : i + 8]} for i in range(0, 20, 8)]
+
+    def batch_loss(m, batch):  # type: ignore[no-untyped-def]
+        return nn.functional.cross_entropy(m(batch["tokens"]), batch["labels"])
+
+    op = HessianOperator(model, None, data, batch_loss=batch_loss)
+    assert rel_err(op.to_dense(), dense_hessian(model, nn.CrossEntropyLoss(), x, y)) < TOL
+
+
+def test_train_mode_batchnorm_uses_batch_statistics() -> None:
+    model = make_model("cnn")
+    x, y = make_data("cnn", 12)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    op = HessianOperator(model, nn.CrossEntropyLoss(), batches(x, y, 6), mode="train")
+    H = op.to_dense()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed"
+    assert not model.training
+    model.train()  # the oracle: batch statistics (it updates the running statistics itself)
+    oracle = sum(
+        dense_hessian(model, nn.CrossEntropyLoss(), x[i : i + 6], y[i : i + 6], scale=0.5)
+        for i in (0, 6)
+    )
+    model.load_state_dict(before)
+    model.eval()
+    assert rel_err(H, oracle) < TOL
+    assert (
+        rel_err(H, HessianOperator(model, nn.CrossEntropyLoss(), batches(x, y, 6)).to_dense())
+        > 1e-3
+    )
+
+
+def test_training_flags_are_restored() -> None:
+    model = make_model("cnn")
+    model.train()
+    model.head.eval()  # mixed flags
+    x, y = make_data("cnn", 6)
+    with pytest.warns(UserWarning, match="evaluates it in eval mode"):
+        op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
+    op.matvec(torch.ones(op.shape[0], dtype=torch.float64))
+    assert model.training and model.bn.training and not model.head.training
+
+
+def test_ggn_matches_dense() -> None:
+    model = make_model("cnn")
+    x, y = make_data("cnn", 10)
+    loss = nn.CrossEntropyLoss()
+    G = GGNOperator(model, loss, batches(x, y, 4)).to_dense()
+    state, theta = flat_fn(model, [n for n, _ in model.named_parameters()])
+    J = torch.func.jacrev(lambda t: functional_call(model, state(t), (x,)))(theta)  # [N, C, P]
+    z = functional_call(model, state(theta), (x,))
+    Hz = torch.func.hessian(lambda out: loss(out, y))(z)  # [N, C, N, C]
+    oracle = torch.einsum("iap,iajb,jbq->pq", J, Hz, J)
+    assert rel_err(G, oracle) < TOL
+    assert torch.linalg.eigvalsh(G).min() > -1e-12  # PSD for a convex loss
+
+
+def test_ggn_equals_hessian_for_a_linear_model_with_mse() -> None:
+    model = nn.Linear(4, 2).double()
+    x, y = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 2, dtype=torch.float64)
+    G = GGNOperator(model, nn.MSELoss(), (x, y)).to_dense()
+    H = HessianOperator(model, nn.MSELoss(), (x, y)).to_dense()
+    assert rel_err(G, H) < TOL
+
+
+def test_empirical_fisher_matches_per_sample_loop() -> None:
+    model = make_model("embed_layernorm")
+    x, y = make_data("embed_layernorm", 9)
+    loss = nn.CrossEntropyLoss()
+    op = EmpiricalFisherOperator(model, loss, batches(x, y, 4))
+    op.max_chunk_elements = 3 * op.shape[0]  # force chunking inside a batch
+    F = op.to_dense()
+    params = list(model.parameters())
+    grads = []
+    for i in range(9):
+        g = torch.autograd.grad(loss(model(x[i : i + 1]), y[i : i + 1]), params)
+        grads.append(torch.cat([t.reshape(-1) for t in g]))
+    G = torch.stack(grads)
+    assert rel_err(F, G.T @ G / 9) < TOL
