@@ -72,7 +72,8 @@ def main() -> None:
     data = [(X, y)]
     op = HessianOperator(model, loss, data)
     P = op.shape[0]
-    print(f"P = {P}, N = {len(X)}, train loss = {float(loss(model(X), y)):.4f}", flush=True)
+    with torch.no_grad():
+        print(f"P = {P}, N = {len(X)}, train loss = {float(loss(model(X), y)):.4f}", flush=True)
     runs: dict[str, dict] = {}
 
     start = time.perf_counter()
@@ -139,9 +140,9 @@ def main() -> None:
             "vectors": vecs.double(), "matvecs": None, "note": "power iteration + deflation, its tol 1e-3",
         }  # fmt: skip
         start = time.perf_counter()
-        small = eigsh(op, top, tol=tol, seed=0)
+        small = eigsh(op, top, tol=tol, seed=0, return_eigenvectors=True)
         runs[f"fastspec eigsh (top {top})"] = {
-            "time": time.perf_counter() - start, "values": small.eigenvalues, "vectors": None,
+            "time": time.perf_counter() - start, "values": small.eigenvalues, "vectors": small.eigenvectors,
             "matvecs": small.num_matvecs, "note": "for the PyHessian row",
         }  # fmt: skip
 
@@ -150,6 +151,7 @@ def main() -> None:
     for name, r in runs.items():
         n = len(r["values"])
         err = float(((r["values"] - ref[:n]).abs() / ref[:n].abs()).max())
+        r["same_answers"] = err <= 10 * tol
         res_max = (
             float(residuals(op, r["values"], r["vectors"]).max())
             if r["vectors"] is not None
@@ -162,7 +164,14 @@ def main() -> None:
     for name, r in runs.items():
         if name.startswith("fastspec") or len(r["values"]) != k:
             continue
-        notes.append(f"- speed-up of fastspec over {name}: **{r['time'] / t_fs:.1f}x**")
+        if r["same_answers"]:
+            notes.append(f"- speed-up of fastspec over {name}: **{r['time'] / t_fs:.1f}x**")
+        else:
+            notes.append(
+                f"- {name} did not reach the same answers (its sorted eigenvalues differ from the "
+                f"converged top {k} by up to {float(((r['values'] - ref).abs() / ref.abs()).max()):.0e} "
+                "relative: spurious copies of converged eigenvalues), so it is not compared on time"
+            )
     cost = hvp_cost(op, model, X, y)
     notes.append("\nCost of one Hessian-vector product (fastspec, full data), per vector:\n")
     notes.append("| method | block | time per vector | in gradients |\n|---|---|---|---|")

@@ -35,3 +35,31 @@ def powerlaw_scan_cuda(
     device: int,
     stream: int,
 ) -> None: ...
+def powerlaw_scan_batch_cpu(
+    logx: int,
+    run_start: int,
+    tail_logsum: int,
+    xmin_index: int,
+    alpha: int,
+    ks: int,
+    rows: int,
+    n: int,
+    alpha_lo: float,
+    alpha_hi: float,
+    dtype: int,
+) -> None: ...
+def powerlaw_scan_batch_cuda(
+    logx: int,
+    run_start: int,
+    tail_logsum: int,
+    xmin_index: int,
+    alpha: int,
+    ks: int,
+    rows: int,
+    n: int,
+    alpha_lo: float,
+    alpha_hi: float,
+    dtype: int,
+    device: int,
+    stream: int,
+) -> None: ...

@@ -6,6 +6,14 @@ The public API. Native kernels are reached only through :mod:`fastspec.ops`.
 from __future__ import annotations
 
 from fastspec._info import build_info, cuda_available
+from fastspec.curvature import (
+    EmpiricalFisherOperator,
+    GGNOperator,
+    HessianOperator,
+    hessian_density,
+    hessian_eigs,
+    hessian_trace,
+)
 from fastspec.linalg import (
     ConvergenceWarning,
     LinearOperator,
@@ -15,19 +23,27 @@ from fastspec.linalg import (
     slq,
     trace,
 )
-from fastspec.stats import fit_spectrum
+from fastspec.stats import PowerLaw, fit_eigengaps, fit_spectrum
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "EmpiricalFisherOperator",
+    "GGNOperator",
+    "HessianOperator",
     "LinearOperator",
+    "PowerLaw",
     "__version__",
     "aslinearoperator",
     "build_info",
     "cuda_available",
     "eigsh",
+    "fit_eigengaps",
     "fit_spectrum",
+    "hessian_density",
+    "hessian_eigs",
+    "hessian_trace",
     "pooled_ritz_values",
     "slq",
     "trace",

@@ -7,6 +7,7 @@
 
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
+#include "fastspec/powerlaw_scan_batch.h"
 
 #ifndef FASTSPEC_VERSION
 #define FASTSPEC_VERSION "unknown"
@@ -73,6 +74,24 @@ fastspec::PowerlawScanArgs powerlaw_scan_args(std::uintptr_t logx, std::uintptr_
                                     to_dtype(dtype)};
 }
 
+fastspec::PowerlawScanBatchArgs powerlaw_scan_batch_args(std::uintptr_t logx, std::uintptr_t run_start,
+                                                         std::uintptr_t tail_logsum,
+                                                         std::uintptr_t xmin_index, std::uintptr_t alpha,
+                                                         std::uintptr_t ks, int64_t rows, int64_t n,
+                                                         double alpha_lo, double alpha_hi, int dtype) {
+  return fastspec::PowerlawScanBatchArgs{ptr<const void>(logx),
+                                         ptr<const int64_t>(run_start),
+                                         ptr<const double>(tail_logsum),
+                                         ptr<int64_t>(xmin_index),
+                                         ptr<void>(alpha),
+                                         ptr<void>(ks),
+                                         rows,
+                                         n,
+                                         alpha_lo,
+                                         alpha_hi,
+                                         to_dtype(dtype)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -106,4 +125,30 @@ PYBIND11_MODULE(_C, m) {
       py::arg("ks"), py::arg("best"), py::arg("n"), py::arg("num_candidates"), py::arg("alpha_lo"),
       py::arg("alpha_hi"), py::arg("prune"), py::arg("dtype"), py::arg("device"), py::arg("stream"),
       py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "powerlaw_scan_batch_cpu",
+      [](std::uintptr_t logx, std::uintptr_t run_start, std::uintptr_t tail_logsum, std::uintptr_t xmin_index,
+         std::uintptr_t alpha, std::uintptr_t ks, int64_t rows, int64_t n, double alpha_lo, double alpha_hi,
+         int dtype) {
+        fastspec::powerlaw_scan_batch_cpu(powerlaw_scan_batch_args(
+            logx, run_start, tail_logsum, xmin_index, alpha, ks, rows, n, alpha_lo, alpha_hi, dtype));
+      },
+      py::arg("logx"), py::arg("run_start"), py::arg("tail_logsum"), py::arg("xmin_index"), py::arg("alpha"),
+      py::arg("ks"), py::arg("rows"), py::arg("n"), py::arg("alpha_lo"), py::arg("alpha_hi"),
+      py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "powerlaw_scan_batch_cuda",
+      [](std::uintptr_t logx, std::uintptr_t run_start, std::uintptr_t tail_logsum, std::uintptr_t xmin_index,
+         std::uintptr_t alpha, std::uintptr_t ks, int64_t rows, int64_t n, double alpha_lo, double alpha_hi,
+         int dtype, int device, std::uintptr_t stream) {
+        fastspec::powerlaw_scan_batch_cuda(
+            powerlaw_scan_batch_args(logx, run_start, tail_logsum, xmin_index, alpha, ks, rows, n, alpha_lo,
+                                     alpha_hi, dtype),
+            fastspec::CudaLaunch{device, ptr<void>(stream)});
+      },
+      py::arg("logx"), py::arg("run_start"), py::arg("tail_logsum"), py::arg("xmin_index"), py::arg("alpha"),
+      py::arg("ks"), py::arg("rows"), py::arg("n"), py::arg("alpha_lo"), py::arg("alpha_hi"),
+      py::arg("dtype"), py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
 }

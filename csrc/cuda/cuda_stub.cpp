@@ -2,6 +2,7 @@
 // <op>_cuda entry point raises a clear error. Keep one stub per op declared in include/.
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
+#include "fastspec/powerlaw_scan_batch.h"
 
 namespace fastspec {
 namespace {
@@ -16,5 +17,8 @@ CudaInfo cuda_info() { return CudaInfo{false, "", 0, 0, "built without CUDA kern
 
 void cuda_set_device(int) { no_cuda("cuda_set_device"); }
 void powerlaw_scan_cuda(const PowerlawScanArgs&, const CudaLaunch&) { no_cuda("powerlaw_scan"); }
+void powerlaw_scan_batch_cuda(const PowerlawScanBatchArgs&, const CudaLaunch&) {
+  no_cuda("powerlaw_scan_batch");
+}
 
 }  // namespace fastspec

@@ -339,6 +339,7 @@ class GGNOperator(_ModelOperator):
         primal = vjp(output, self._theta)
         z, pullback = primal[0].detach(), primal[1]
         Jv = vmap(lambda v: jvp(output, (self._theta,), (v,))[1])(V)
+
         # the loss Hessian in output space is symmetric: apply it reverse-over-reverse
         def loss_of_output(out: torch.Tensor) -> torch.Tensor:
             return loss_fn(out, targets) * scale

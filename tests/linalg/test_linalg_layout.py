@@ -36,7 +36,7 @@ def test_public_names_exported():
 
 
 def test_benchmark_smoke():
-    script = ROOT / "benchmarks" / "bench_eigsh_vs_peers.py"
+    script = ROOT / "benchmarks" / "side_by_side_eigsh.py"
     out = subprocess.run(
         [sys.executable, str(script), "--smoke", "--threads", "1"],
         capture_output=True,

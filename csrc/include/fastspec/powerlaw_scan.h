@@ -10,7 +10,8 @@
 // prune = true finds the argmin exactly without computing every ks: candidates whose alpha lies
 // outside (alpha_lo, alpha_hi) get ks = +inf, and a candidate is abandoned (ks = +inf) as soon
 // as a partial maximum proves its ks exceeds the best ks found so far. Every finite ks is exact
-// and the first candidate with the minimal ks is never abandoned.
+// and no candidate with the minimal ks is ever abandoned; which others survive depends on thread
+// scheduling, so the Python wrapper keeps only the minimisers (a deterministic result).
 #pragma once
 
 #include "fastspec/common.h"

@@ -10,8 +10,8 @@ residual ``‖Av − θv‖/|θ|`` recomputed afterwards (outside the timing, no
 
 Usage::
 
-    python benchmarks/bench_eigsh_vs_peers.py --P 20000 --k 100 --out results.md
-    python benchmarks/bench_eigsh_vs_peers.py --smoke      # tiny sizes, for CI
+    python benchmarks/side_by_side_eigsh.py --P 20000 --k 100 --out results.md
+    python benchmarks/side_by_side_eigsh.py --smoke      # tiny sizes, for CI
 
 hessian-eigenthings is optional (``pip install hessian-eigenthings==1.0.0a5 --no-deps``); its rows
 are skipped when it is not installed.
