@@ -62,14 +62,7 @@ void run(const PowerlawScanBatchArgs& a) {
 void powerlaw_scan_batch_cpu(const PowerlawScanBatchArgs& a) {
   check_arg(a.n >= 2, "powerlaw_scan_batch: need at least 2 data points per row");
   check_arg(a.rows >= 0, "powerlaw_scan_batch: negative number of rows");
-  switch (a.dtype) {
-    case DType::kFloat32:
-      run<float>(a);
-      break;
-    case DType::kFloat64:
-      run<double>(a);
-      break;
-  }
+  dispatch_float(a.dtype, [&](auto tag) { run<decltype(tag)>(a); });
 }
 
 }  // namespace fastspec

@@ -58,14 +58,7 @@ void run(const PowerlawScanArgs& a) {
 void powerlaw_scan_cpu(const PowerlawScanArgs& a) {
   check_arg(a.n >= 2, "powerlaw_scan: need at least 2 data points");
   check_arg(a.num_candidates >= 0, "powerlaw_scan: negative number of candidates");
-  switch (a.dtype) {
-    case DType::kFloat32:
-      run<float>(a);
-      break;
-    case DType::kFloat64:
-      run<double>(a);
-      break;
-  }
+  dispatch_float(a.dtype, [&](auto tag) { run<decltype(tag)>(a); });
 }
 
 }  // namespace fastspec

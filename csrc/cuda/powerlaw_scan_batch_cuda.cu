@@ -9,29 +9,16 @@
 #include <string>
 
 #include "fastspec/powerlaw_scan_batch.h"
+#include "scan_device.cuh"
 
 namespace fastspec {
 namespace {
 
-constexpr int kBlock = 256;
-constexpr int64_t kChunk = kBlock * 32;  // points between two abandon checks
-constexpr int64_t kNumSeeds = 64;
-
-__device__ inline float dev_exp(float v) { return expf(v); }
-__device__ inline double dev_exp(double v) { return exp(v); }
-
-// max of v over the block, returned to every thread
-template <typename T>
-__device__ T block_max(T v, T* shared) {
-  for (int off = 16; off > 0; off >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, off));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // shared may still be read by a previous call
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = T(0);
-  for (int w = 0; w < kBlock / 32; ++w) v = max(v, shared[w]);
-  return v;
-}
+using scan_device::block_max;
+using scan_device::dev_exp;
+using scan_device::kBlock;
+using scan_device::kChunk;
+using scan_device::kNumSeeds;
 
 template <typename T>
 __global__ void powerlaw_scan_batch_kernel(PowerlawScanBatchArgs a) {
@@ -111,14 +98,7 @@ void powerlaw_scan_batch_cuda(const PowerlawScanBatchArgs& a, const CudaLaunch& 
   check_arg(a.rows >= 0, "powerlaw_scan_batch: negative number of rows");
   cuda_set_device(where.device);
   auto s = static_cast<cudaStream_t>(where.stream);
-  switch (a.dtype) {
-    case DType::kFloat32:
-      launch<float>(a, s);
-      break;
-    case DType::kFloat64:
-      launch<double>(a, s);
-      break;
-  }
+  dispatch_float(a.dtype, [&](auto tag) { launch<decltype(tag)>(a, s); });
 }
 
 }  // namespace fastspec

@@ -21,6 +21,20 @@ inline const char* dtype_name(DType d) {
   return "unknown";
 }
 
+// Calls f(float{}) or f(double{}) for the dtype code: the one switch of every kernel entry point,
+// e.g. dispatch_float(a.dtype, [&](auto tag) { run<decltype(tag)>(a); }).
+template <typename F>
+void dispatch_float(DType d, F&& f) {
+  switch (d) {
+    case DType::kFloat32:
+      f(float{});
+      break;
+    case DType::kFloat64:
+      f(double{});
+      break;
+  }
+}
+
 // Raised for any bad argument that reaches native code; the binding maps it to ValueError.
 inline void check_arg(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
