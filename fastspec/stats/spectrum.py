@@ -113,12 +113,7 @@ def fit_spectrum(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05)
             f"eigenvalues must contain at least 2 positive values, got {pos.size} "
             f"(of {ev.size}; only positive eigenvalues enter the fit)"
         )
-    if k is None:
-        k = int(pos.size)
-    k = check_int("k", k, minimum=2)
-    if k > pos.size:
-        raise ValueError(f"k={k} exceeds the number of positive eigenvalues ({pos.size})")
-    return _fit_top(pos[:k], level, what="eigenvalues")
+    return _fit_top(pos, k, level, what="eigenvalues")
 
 
 def fit_eigengaps(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05) -> SpectrumFit:
@@ -142,17 +137,16 @@ def fit_eigengaps(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05
             f"eigenvalues must give at least 2 positive gaps between positive values, got "
             f"{gaps.size}"
         )
-    if k is None:
-        k = int(gaps.size)
-    k = check_int("k", k, minimum=2)
-    if k > gaps.size:
-        raise ValueError(f"k={k} exceeds the number of positive eigengaps ({gaps.size})")
-    return _fit_top(gaps[:k], level, what="eigengaps")
+    return _fit_top(gaps, k, level, what="eigengaps")
 
 
-def _fit_top(top: np.ndarray, level: float, *, what: str) -> SpectrumFit:
-    """``top`` [k] descending positive values."""
-    k = top.size
+def _fit_top(values: np.ndarray, k: int | None, level: float, *, what: str) -> SpectrumFit:
+    """Fit the top ``k`` (all if None) of ``values`` [n] descending positive values."""
+    k = int(values.size) if k is None else check_int("k", k, minimum=2)
+    if k > values.size:
+        name = "positive eigenvalues" if what == "eigenvalues" else "positive eigengaps"
+        raise ValueError(f"k={k} exceeds the number of {name} ({values.size})")
+    top = values[:k]
     xmin = float(top[-1])
     beta = _continuous.mle_alpha(top, xmin)
     if not math.isfinite(beta):
