@@ -1,10 +1,38 @@
-"""The ``fastspec`` command. Parses arguments and calls the library; nothing else."""
+"""The ``fastspec`` command. Parses arguments and calls the library; nothing else.
+
+Bad input (a missing file, a bad ``module:factory``, a model that does not fit the data, a bad
+``--k``) ends with one line on stderr, ``fastspec <command>: error: ...``, and exit code 2;
+reports are written atomically, so a failed or interrupted command leaves no report behind.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -14,11 +42,154 @@ def _info(_: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fastspec.analysis.run import QUICK, RunSettings, run_main_job
+
+    settings = QUICK if args.quick else RunSettings()
+    changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
+    for name in ("k", "epochs", "dtype"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.models is not None:
+        changes["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        changes["tracker_models"] = tuple(
+            m for m in settings.tracker_models if m in changes["models"]
+        )
+    if args.epochs is not None:
+        changes["tracker_epochs"] = tuple(e for e in settings.tracker_epochs if e < args.epochs)
+        changes["tracker_epochs"] += (args.epochs,)
+    report = run_main_job(
+        replace(settings, **changes), out=args.out, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(report.summary())
+    print(f"\nreport written to {args.out}/ (summary.txt, report.json, spectra.png, per model)")
+    return 0
+
+
+def _hessian(args: argparse.Namespace) -> int:
+    from fastspec.analysis import analyze_hessian
+    from fastspec.analysis._io import check_target
+
+    check_target(args.out, overwrite=args.overwrite)
+    model, loss_fn, data, dtype = _user_problem(args)
+    report = analyze_hessian(
+        model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
+        mode=args.mode, max_samples=args.max_samples, trace_matvecs=args.trace_matvecs,
+        density_probes=None if args.no_density else args.density_probes, seed=args.seed,
+        label=args.label, progress=not args.no_progress,
+    )  # fmt: skip
+    report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
+    print(report.summary())
+    print(f"\nreport written to {args.out}/")
+    return 0
+
+
+def _user_problem(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    import torch
+
+    from fastspec.analysis.loading import check_compatible, load_data, load_loss, load_model
+    from fastspec.analysis.run import resolve_device
+
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, checkpoint=args.checkpoint)
+    dtype = getattr(torch, args.dtype)
+    model = model.to(device=device, dtype=dtype)
+    data = load_data(args.data)
+    loss_fn = load_loss(args.loss)
+    check_compatible(model, loss_fn, data, dtype=dtype)
+    return model, loss_fn, data, dtype
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from fastspec.analysis.fit import fit_values
+    from fastspec.analysis.loading import load_values
+
+    report = fit_values(
+        load_values(args.file), method=args.method, k=args.k, alpha=args.alpha, gof=args.gof,
+        n_boot=args.n_boot, seed=args.seed, discrete=args.discrete,
+    )  # fmt: skip
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
+    return 0
+
+
+def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True,
+                   help="module:factory (or path/file.py:factory) returning an nn.Module, or a "
+                   "file saved with torch.save(model)")  # fmt: skip
+    g.add_argument("--checkpoint", help="a state dict (torch.save(model.state_dict())) to load")
+    g.add_argument("--data", required=True,
+                   help="module:loader returning a DataLoader, a list of (inputs, targets) "
+                   "batches or one (inputs, targets) pair")  # fmt: skip
+    g.add_argument("--loss", default="cross_entropy",
+                   help="cross_entropy (default), mse, nll or module:function")  # fmt: skip
+    g.add_argument("--params", help="regex of the parameter names to analyse (default: all)")
+    g.add_argument("--mode", choices=("eval", "train"), default="eval",
+                   help="BatchNorm/dropout policy (default eval)")  # fmt: skip
+    g.add_argument("--max-samples", type=_positive_int, help="use the first N samples only")
+    _add_common(p, out=out)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="compute dtype (default float64)")  # fmt: skip
+    p.add_argument("--label", default="model", help="the report's name in titles")
+    p.add_argument("--no-plots", action="store_true", help="write JSON and text only")
+
+
+def _add_common(p: argparse.ArgumentParser, *, out: str) -> None:
+    p.add_argument("--out", default=out, help=f"report directory (default {out})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastspec", description="Fast Hessian and stochastic-gradient spectra."
+    parser = _Parser(prog="fastspec", description="Fast Hessian and stochastic-gradient spectra.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="the main job: P1's analyses of the reference models on digits",
+                       description="Train P1's reference models (2-hidden-layer ReLU FCN, "
+                       "LeNet-style CNN) on scikit-learn's bundled digits with P1's recipe and "
+                       "analyse their Hessian spectra at random initialisation and after "
+                       "training.")  # fmt: skip
+    _add_common(p, out="fastspec_report")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test: seconds)")
+    p.add_argument("--models", help="comma-separated subset of fcn,lenet")
+    p.add_argument("--k", type=_positive_int, help="top eigenvalues per analysis (default 500)")
+    p.add_argument("--epochs", type=_positive_int, help="training epochs (default 50, P1's)")
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), help="compute dtype (default float32)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("hessian", help="P1's Hessian-spectrum analysis of your model",
+                       description="Top-k Hessian spectrum with residuals, P1's power-law fits "
+                       "and KS decisions (eigenvalues, eigengaps), trace, SLQ density.")  # fmt: skip
+    _add_user_problem(p, out="fastspec_hessian")
+    p.add_argument("--k", type=_positive_int, default=100, help="top eigenvalues (default 100)")
+    p.add_argument("--tol", type=float, default=1e-6, help="eigsh residual tolerance")
+    p.add_argument("--trace-matvecs", type=_positive_int, default=99, help="Hutch++ products")
+    p.add_argument("--density-probes", type=_positive_int, default=4, help="SLQ probes")
+    p.add_argument("--no-density", action="store_true", help="skip the SLQ density")
+    p.set_defaults(func=_hessian)
+
+    p = sub.add_parser("fit", help="power-law fit of the values in a file (npy, txt, csv)",
+                       description="P1's fit (top-K, cutoff at the K-th value, KS decision) or "
+                       "the Clauset fit (xmin by minimum KS) with a bootstrap p-value.")  # fmt: skip
+    p.add_argument("file", metavar="FILE", help=".npy, .txt or .csv of numbers")
+    p.add_argument("--method", choices=("p1", "clauset"), default="p1")
+    p.add_argument("--k", type=_positive_int, help="P1's K (default: all positive values)")
+    p.add_argument("--alpha", type=float, default=0.05, help="KS decision level (P1: 0.05)")
+    p.add_argument("--gof", action="store_true", help="bootstrap p-value (Clauset)")
+    p.add_argument("--n-boot", type=_positive_int, default=2500, help="bootstrap replicates")
+    p.add_argument("--discrete", action="store_true", help="discrete power law (Clauset)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_fit)
+
     p = sub.add_parser("info", help="what fastspec was built with and the devices it sees")
     p.set_defaults(func=_info)
     return parser
@@ -29,5 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
-        return 2
-    return int(args.func(args))
+        return EXIT_USAGE
+    prog = f"fastspec {args.command}"
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no report written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, OSError, MemoryError) as exc:
+        print(f"{prog}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

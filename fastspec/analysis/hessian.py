@@ -1,0 +1,375 @@
+"""P1's Hessian-spectrum analysis in one call: :func:`analyze_hessian` → :class:`HessianReport`.
+
+Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011
+(2022) (methods.md §1): the top K eigenvalues of the full-training-loss Hessian, the power-law
+fit with the cutoff at λ_K and its KS decision, the same for the eigengaps, λ_1, Tr(H) and the
+spectral density.
+
+Nothing is computed here: one :class:`~fastspec.curvature.HessianOperator` is built and
+:func:`fastspec.linalg.eigsh`, :func:`fastspec.linalg.trace`, :func:`fastspec.linalg.slq`,
+:func:`fastspec.stats.fit_spectrum` and :func:`fastspec.stats.fit_eigengaps` are called on it
+(the same calls :func:`fastspec.curvature.hessian_eigs` / ``hessian_trace`` /
+``hessian_density`` make); the report holds their results, timings and product counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastspec.analysis._io import atomic_dir, read_json, write_json
+from fastspec.analysis._progress import PairsBar, note
+from fastspec.curvature.operators import HessianOperator
+from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
+from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
+
+__all__ = ["HessianReport", "analyze_hessian"]
+
+#: grid points of the density curve stored in the report
+DENSITY_GRID = 400
+
+
+@dataclass(frozen=True, eq=False)
+class HessianReport:
+    """The Hessian-spectrum analysis of one model at one point.
+
+    Attributes:
+        label: a name for the report (e.g. ``"fcn/trained"``).
+        eigenvalues: [K] the top-K eigenvalues, descending.
+        residuals: [K] their recomputed relative residuals (see :class:`fastspec.linalg.EigshResult`).
+        converged: [K] residual <= tol.
+        spectrum_fit: P1's fit and KS decision on the positive eigenvalues (None when fewer than
+            2 are positive; ``notes`` says why).
+        eigengap_fit: the same on the eigengaps (None when it cannot be fitted).
+        trace: Tr(H) with its standard error (None when not requested).
+        density: the SLQ quadrature (None when not requested).
+        density_grid, density_values: [G] the Gaussian-broadened density
+            (:meth:`fastspec.linalg.SLQResult.density`) on a grid spanning the nodes (empty when
+            there is no density).
+        density_sigma: the broadening used.
+        settings: what was computed and how (k, tol, dtype, device, seed, P, N, HVP method, ...).
+        timings: seconds per step (``eigsh``, ``trace``, ``density``, ``fits``, ``total``).
+        matvecs: Hessian-vector products per step.
+        notes: anything the reader should know (unconverged pairs, fits that could not be made).
+        extra: caller's metadata (training summary, ...), stored as given.
+    """
+
+    label: str
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    converged: np.ndarray
+    spectrum_fit: SpectrumFit | None
+    eigengap_fit: SpectrumFit | None
+    trace: TraceResult | None
+    density: SLQResult | None
+    density_grid: np.ndarray
+    density_values: np.ndarray
+    density_sigma: float | None
+    settings: dict[str, Any]
+    timings: dict[str, float]
+    matvecs: dict[str, int]
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lambda_max(self) -> float:
+        """λ_1."""
+        return float(self.eigenvalues[0])
+
+    @property
+    def k(self) -> int:
+        """Number of eigenvalues computed."""
+        return int(self.eigenvalues.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (what :meth:`save` writes as ``report.json``)."""
+        from fastspec.analysis._io import plain
+
+        return plain(
+            {
+                "kind": "hessian",
+                "label": self.label,
+                "settings": self.settings,
+                "lambda_max": self.lambda_max,
+                "eigenvalues": self.eigenvalues,
+                "residuals": self.residuals,
+                "converged": self.converged,
+                "spectrum_fit": None if self.spectrum_fit is None else self.spectrum_fit.to_dict(),
+                "eigengap_fit": None if self.eigengap_fit is None else self.eigengap_fit.to_dict(),
+                "trace": None if self.trace is None else self.trace.to_dict(),
+                "density": None if self.density is None else self.density.to_dict(),
+                "density_curve": {
+                    "grid": self.density_grid,
+                    "values": self.density_values,
+                    "sigma": self.density_sigma,
+                },
+                "timings": self.timings,
+                "matvecs": self.matvecs,
+                "notes": list(self.notes),
+                "extra": self.extra,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HessianReport:
+        """Rebuild a report from :meth:`to_dict`'s output (e.g. a saved ``report.json``)."""
+        if data.get("kind") != "hessian":
+            raise ValueError(f"not a Hessian report (kind={data.get('kind')!r})")
+        dens = data["density"]
+        curve = data["density_curve"]
+        return cls(
+            label=data["label"],
+            eigenvalues=np.asarray(data["eigenvalues"], dtype=np.float64),
+            residuals=np.asarray(data["residuals"], dtype=np.float64),
+            converged=np.asarray(data["converged"], dtype=bool),
+            spectrum_fit=_fit(data["spectrum_fit"]),
+            eigengap_fit=_fit(data["eigengap_fit"]),
+            trace=None if data["trace"] is None else TraceResult(**data["trace"]),
+            density=None
+            if dens is None
+            else SLQResult(
+                nodes=torch.tensor(dens["nodes"], dtype=torch.float64),
+                weights=torch.tensor(dens["weights"], dtype=torch.float64),
+                lengths=torch.tensor(dens["lengths"], dtype=torch.int64),
+                dim=dens["dim"],
+                num_matvecs=dens["num_matvecs"],
+                reorthogonalized=dens["reorthogonalized"],
+            ),
+            density_grid=np.asarray(curve["grid"], dtype=np.float64),
+            density_values=np.asarray(curve["values"], dtype=np.float64),
+            density_sigma=curve["sigma"],
+            settings=data["settings"],
+            timings=data["timings"],
+            matvecs=data["matvecs"],
+            notes=tuple(data["notes"]),
+            extra=data["extra"],
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> HessianReport:
+        """Read a report saved by :meth:`save` (its directory or its ``report.json``)."""
+        return cls.from_dict(read_json(path))
+
+    def summary(self) -> str:
+        """A readable multi-line summary for the console."""
+        from fastspec.analysis.summary import hessian_summary
+
+        return hessian_summary(self)
+
+    def save(
+        self, directory: str | os.PathLike[str], *, plots: bool = True, overwrite: bool = False
+    ) -> Path:
+        """Write ``report.json``, ``summary.txt`` and (``plots``) ``spectrum.png`` (rank–
+        eigenvalue on log–log axes with the fitted law, eigenvalues and eigengaps),
+        ``ccdf.png`` and ``density.png`` into ``directory``, atomically.
+
+        Returns:
+            The directory.
+        """
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
+            self.write_into(tmp, plots=plots)
+        return Path(directory)
+
+    def write_into(self, directory: Path, *, plots: bool = True) -> None:
+        """Write the report's files into an existing directory (used by :meth:`save` and by
+        reports that contain this one)."""
+        write_json(directory / "report.json", self.to_dict())
+        (directory / "summary.txt").write_text(self.summary() + "\n")
+        if plots:
+            from fastspec.analysis import plots as P
+
+            P.hessian_figures(self, directory)
+
+
+def _fit(d: dict[str, Any] | None) -> SpectrumFit | None:
+    return None if d is None else SpectrumFit(**d)
+
+
+Loss = Callable[..., torch.Tensor]
+
+
+def analyze_hessian(
+    model: nn.Module,
+    loss_fn: Loss | None,
+    data: Any,
+    *,
+    k: int = 100,
+    tol: float = 1e-6,
+    dtype: torch.dtype | None = None,
+    params: Any = None,
+    mode: str = "eval",
+    hvp: str = "auto",
+    batch_loss: Any = None,
+    max_samples: int | None = None,
+    block_size: int | None = None,
+    max_basis: int | None = None,
+    alpha: float = 0.05,
+    trace_matvecs: int | None = 99,
+    trace_method: str = "hutch++",
+    density_probes: int | None = 4,
+    density_steps: int = 80,
+    seed: int = 0,
+    label: str = "hessian",
+    progress: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> HessianReport:
+    """P1's analysis of the Hessian of the full-data loss of ``model`` on ``data``.
+
+    Computes the top ``k`` eigenpairs (certified by residuals), fits the power law to the
+    positive eigenvalues and to their eigengaps with P1's KS decision, estimates Tr(H) with a
+    standard error and the spectral density by SLQ.
+
+    Args:
+        model: any ``nn.Module`` (not modified).
+        loss_fn: ``loss(outputs, targets) -> scalar`` (mean or sum reduction).
+        data: a DataLoader, an iterable of ``(inputs, targets)`` batches or one such pair.
+        k: eigenvalues to compute (P1: 1000 for FCN/LeNet); ``2 <= k < P``.
+        tol: eigsh's relative residual tolerance (float32 reaches about 1e-4 at best).
+        dtype: compute dtype, float32 or float64 (default: the parameters').
+        params, mode, hvp, batch_loss, max_samples: the operator's options
+            (:class:`fastspec.curvature.HessianOperator`).
+        block_size, max_basis: eigsh's options.
+        alpha: level of the KS decisions.
+        trace_matvecs: products for Tr(H) (None: no trace).
+        trace_method: ``"hutch++"`` or ``"hutchinson"``.
+        density_probes: SLQ probes (None: no density); density_steps: Lanczos steps per probe
+            (capped at P).
+        seed: eigsh uses ``seed``, the trace ``seed + 1``, SLQ ``seed + 2``.
+        label: the report's name.
+        progress: progress bar for eigsh and one line per step on stderr.
+        extra: metadata stored in the report as given.
+
+    Returns:
+        A :class:`HessianReport`.
+
+    Raises:
+        TypeError, ValueError: bad arguments (``k`` outside ``[2, P)``, ...), or model and data
+            that do not fit together.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    t_start = time.perf_counter()
+    op = HessianOperator(
+        model, loss_fn, data, params=params, mode=mode, dtype=dtype, hvp=hvp,
+        batch_loss=batch_loss, max_samples=max_samples,
+    )  # fmt: skip
+    P = op.shape[0]
+    if not 2 <= k < P:
+        raise ValueError(f"k must satisfy 2 <= k < P = {P} (the number of parameters), got {k}")
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    matvecs: dict[str, int] = {}
+
+    note(f"{label}: top-{k} Hessian eigenpairs (P = {P:,})", enabled=progress)
+    t = time.perf_counter()
+    bar = PairsBar(int(k), f"{label}: eigsh") if progress else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            eig = eigsh(
+                op, int(k), tol=tol, block_size=block_size, max_basis=max_basis, seed=seed,
+                progress=bar or False,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            notes.append(f"eigsh: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    timings["eigsh"] = time.perf_counter() - t
+    matvecs["eigsh"] = eig.num_matvecs
+    ev = eig.eigenvalues.detach().cpu().double().numpy()
+
+    t = time.perf_counter()
+    spectrum_fit = _try_fit(fit_spectrum, ev, alpha, "eigenvalues", notes)
+    eigengap_fit = _try_fit(fit_eigengaps, ev, alpha, "eigengaps", notes)
+    timings["fits"] = time.perf_counter() - t
+
+    tr = None
+    if trace_matvecs is not None:
+        note(f"{label}: Hessian trace ({trace_method}, {trace_matvecs} HVPs)", enabled=progress)
+        t = time.perf_counter()
+        tr = trace(op, method=trace_method, num_matvecs=trace_matvecs, seed=seed + 1)  # type: ignore[arg-type]
+        timings["trace"] = time.perf_counter() - t
+        matvecs["trace"] = tr.num_matvecs
+
+    dens, grid, values, sigma = None, np.zeros(0), np.zeros(0), None
+    if density_probes is not None:
+        steps = min(density_steps, P)
+        note(f"{label}: spectral density (SLQ, {density_probes}×{steps} HVPs)", enabled=progress)
+        t = time.perf_counter()
+        dens = slq(op, num_probes=density_probes, num_steps=steps, seed=seed + 2)
+        grid, sigma = _density_grid(dens)
+        values = dens.density(grid, sigma=sigma).numpy()
+        timings["density"] = time.perf_counter() - t
+        matvecs["density"] = dens.num_matvecs
+    timings["total"] = time.perf_counter() - t_start
+
+    settings = {
+        "k": int(k),
+        "tol": tol,
+        "alpha": alpha,
+        "seed": seed,
+        "dtype": op.dtype,
+        "device": op.device,
+        "num_params": P,
+        "num_samples": op.num_samples,
+        "mode": mode,
+        "params": params if isinstance(params, str) or params is None else "custom",
+        "hvp_method": op.hvp_method,
+        "block_size": eig.block_size,
+        "max_basis": eig.max_basis,
+        "num_restarts": eig.num_restarts,
+        "trace_method": None if tr is None else tr.method,
+        "density_probes": density_probes,
+        "density_steps": None if dens is None else min(density_steps, P),
+    }
+    return HessianReport(
+        label=label,
+        eigenvalues=ev,
+        residuals=eig.residuals.detach().cpu().double().numpy(),
+        converged=eig.converged.detach().cpu().numpy().astype(bool),
+        spectrum_fit=spectrum_fit,
+        eigengap_fit=eigengap_fit,
+        trace=tr,
+        density=dens,
+        density_grid=np.asarray(grid, dtype=np.float64),
+        density_values=np.asarray(values, dtype=np.float64),
+        density_sigma=sigma,
+        settings=settings,
+        timings=timings,
+        matvecs=matvecs,
+        notes=tuple(notes),
+        extra=dict(extra or {}),
+    )
+
+
+def _try_fit(
+    fit: Callable[..., SpectrumFit], ev: np.ndarray, alpha: float, what: str, notes: list[str]
+) -> SpectrumFit | None:
+    """The fit, or None with a note when the values admit none (too few positive values)."""
+    try:
+        return fit(ev, alpha=alpha)
+    except ValueError as exc:
+        notes.append(f"no power-law fit of the {what}: {exc}")
+        return None
+
+
+def _density_grid(dens: SLQResult) -> tuple[np.ndarray, float]:
+    """A grid spanning the quadrature nodes with a margin, and a broadening of 1/200 of it."""
+    nodes = dens.nodes[dens.weights > 0]
+    lo, hi = float(nodes.min()), float(nodes.max())
+    width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
+    sigma = width / 200.0
+    return np.linspace(lo - 0.05 * width, hi + 0.05 * width, DENSITY_GRID), sigma

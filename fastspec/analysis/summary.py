@@ -1,0 +1,63 @@
+"""Console summaries of the reports (text only; every number is read from the report)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastspec.analysis.hessian import HessianReport
+    from fastspec.stats import SpectrumFit
+
+__all__ = ["decision", "fit_line", "hessian_summary"]
+
+
+def decision(fit: SpectrumFit | None) -> str:
+    """``"power-law"`` / ``"not power-law"`` (P1's KS decision) or ``"no fit"``."""
+    if fit is None:
+        return "no fit"
+    return "power-law" if fit.is_power_law else "not power-law"
+
+
+def fit_line(name: str, fit: SpectrumFit | None) -> str:
+    """One line: the P1 fit and its KS decision."""
+    if fit is None:
+        return f"{name}: no power-law fit (see notes)"
+    op = "<" if fit.is_power_law else ">="
+    return (
+        f"{name} (K={fit.k}): s = {fit.s:.3f} (beta = {fit.beta:.3f} ± {fit.beta_se:.3f}), "
+        f"d_ks = {fit.ks:.4f} {op} d_c = {fit.ks_critical:.4f} -> {decision(fit)}"
+    )
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def hessian_summary(report: HessianReport) -> str:
+    """The multi-line console summary of a :class:`HessianReport`."""
+    st: dict[str, Any] = report.settings
+    t, m = report.timings, report.matvecs
+    lines = [
+        f"{report.label}: Hessian of the loss over N = {st['num_samples']:,} samples, "
+        f"P = {st['num_params']:,} parameters ({st['dtype']}, {st['device']})",
+        f"  top-{report.k} eigenpairs: {int(report.converged.sum())}/{report.k} converged "
+        f"(max residual {float(report.residuals.max()):.1e}, tol {st['tol']:g}), "
+        f"{m['eigsh']:,} HVPs, {_fmt_seconds(t['eigsh'])}",
+        f"  lambda_1 = {report.lambda_max:.5g}, lambda_K = {float(report.eigenvalues[-1]):.5g}",
+    ]
+    if report.trace is not None:
+        tr = report.trace
+        lines.append(
+            f"  Tr(H) = {tr.estimate:.5g} ± {tr.std_error:.2g} ({tr.method}, "
+            f"{tr.num_matvecs} HVPs, {_fmt_seconds(t['trace'])})"
+        )
+    lines.append("  " + fit_line("power law, eigenvalues", report.spectrum_fit))
+    lines.append("  " + fit_line("power law, eigengaps  ", report.eigengap_fit))
+    if report.density is not None:
+        d = report.density
+        lines.append(
+            f"  density: SLQ, {d.num_probes} probes × {st['density_steps']} steps, "
+            f"{d.num_matvecs} HVPs, {_fmt_seconds(t['density'])}"
+        )
+    lines.extend(f"  note: {n}" for n in report.notes)
+    return "\n".join(lines)
