@@ -58,6 +58,10 @@ class Feature(abc.ABC):
     def matmul(self, W: torch.Tensor) -> torch.Tensor:
         """G Wᵀ [n, B] for W [B, p]."""
 
+    @abc.abstractmethod
+    def select(self, lo: int, hi: int) -> Feature:
+        """The same parameter's gradients for samples ``lo:hi``."""
+
     def nbytes(self) -> int:
         """Bytes held."""
         return sum(t.numel() * t.element_size() for t in self.__dict__.values() if _is_t(t))
@@ -89,6 +93,9 @@ class Dense(Feature):
 
     def materialise(self) -> torch.Tensor:
         return self.G
+
+    def select(self, lo: int, hi: int) -> Dense:
+        return Dense(self.G[lo:hi])
 
     def total(self) -> torch.Tensor:
         return self.G.sum(0)
@@ -124,6 +131,9 @@ class Outer(Feature):
 
     def materialise(self) -> torch.Tensor:
         return torch.einsum("nrto,nrti->nroi", self.g, self.a).reshape(self.n, -1)
+
+    def select(self, lo: int, hi: int) -> Outer:
+        return Outer(self.a[lo:hi], self.g[lo:hi])
 
     def total(self) -> torch.Tensor:
         return torch.einsum("nrto,nrti->roi", self.g, self.a).reshape(-1)
@@ -194,6 +204,9 @@ class Index(Feature):
     def __post_init__(self) -> None:
         self.n = self.idx.shape[0]
         self.numel = self.num_embeddings * self.g.shape[-1]
+
+    def select(self, lo: int, hi: int) -> Index:
+        return Index(self.idx[lo:hi], self.g[lo:hi], self.num_embeddings)
 
     def materialise(self) -> torch.Tensor:
         n, T, D = self.g.shape

@@ -8,9 +8,11 @@ detached copies of the parameters cast to ``dtype``; the model is never modified
 
 Which parameters use a layer rule (:mod:`fastspec.grads.layers`, one forward/backward pass per
 chunk) and which the torch.func fallback (:mod:`fastspec.grads.fallback`) is the
-:class:`GradientPlan`; on the first chunk the sum of the hook-based per-sample gradients is
-compared with autograd's batch gradient, so a parameter also used outside its module's
-``forward`` (weight tying, functional use) is detected and moved to the fallback.
+:class:`GradientPlan`; hooked layers must see samples along their inputs' first dimension (a layer called on
+unbatched tensors, e.g. a position embedding on ``arange(T)``, is moved to the fallback), and on
+the first chunk the hook-based gradient of sample 0 is compared with a one-sample autograd pass,
+so a parameter also used outside its module's ``forward`` (weight tying, functional use) or a
+layer that mixes samples is detected and moved to the fallback.
 
 BatchNorm: in eval mode (the default) it normalises with running statistics and the samples are
 independent. Under ``mode="train"`` batch statistics couple the samples and per-sample gradients
@@ -218,16 +220,10 @@ class GradProblem:
         return {**self.frozen, **buffers}
 
     def _hooked(self, inputs: Any, targets: torch.Tensor) -> dict[str, Feature]:
-        plan = self.plan
+        n = targets.shape[0]
         modules = dict(self.model.named_modules())
-        by_id = {id(p): n for n, p in self.model.named_parameters()}
-        wanted: dict[str, dict[str, str]] = {}  # module → {local name: parameter name}
-        for pname, mods in plan.hooked.items():
-            for m in mods:
-                for local, p in modules[m]._parameters.items():
-                    if p is not None and by_id[id(p)] == pname:
-                        wanted.setdefault(m, {})[local] = pname
-        theta = {n: t.detach().requires_grad_(n in plan.hooked) for n, t in self.theta.items()}
+        wanted = self._wanted(modules)
+        theta = {k: t.detach().requires_grad_(k in self.plan.hooked) for k, t in self.theta.items()}
         args = inputs if isinstance(inputs, tuple) else (inputs,)
         with record_calls({m: modules[m] for m in wanted}, clone=self._clone) as records:
             outputs = functional_call(self.model, {**self._state(), **theta}, args)
@@ -236,26 +232,24 @@ class GradProblem:
         if not self._clone and any(r.modified() for _, r in calls):
             self._clone = True  # an in-place op after a hooked layer: record copies instead
             return self._hooked(inputs, targets)
-        check = [] if self._checked else list(plan.hooked)
-        grads = torch.autograd.grad(
-            total,
-            [r.y for _, r in calls] + [theta[n] for n in check],
-            allow_unused=True,
-        )
+        unbatched = {m for m, r in calls if r.x.shape[0] != n or r.y.shape[0] != n}
+        if unbatched:  # a layer that does not see samples first (e.g. positions [T])
+            self._move_to_fallback(
+                [p for m in unbatched for p in wanted[m].values()], "do not see samples first"
+            )
+            return self._hooked(inputs, targets) if self.plan.hooked else {}
+        grads = torch.autograd.grad(total, [r.y for _, r in calls], allow_unused=True)
         by_module: dict[str, list[Call]] = defaultdict(list)
         for (m, r), g in zip(calls, grads):
             by_module[m].append(Call(r.x, torch.zeros_like(r.y) if g is None else g, r.buffers))
-        n = targets.shape[0]
         parts: dict[str, list[Feature]] = defaultdict(list)
         for m, locals_ in wanted.items():
-            if not by_module[m]:
-                continue
             rule = rule_for(modules[m])
-            assert rule is not None
-            for local, feat in rule(modules[m], by_module[m], set(locals_)).items():
-                parts[locals_[local]].append(feat)
+            if by_module[m] and rule is not None:
+                for local, feat in rule(modules[m], by_module[m], set(locals_)).items():
+                    parts[locals_[local]].append(feat)
         out: dict[str, Feature] = {}
-        for pname in plan.hooked:
+        for pname in self.plan.hooked:
             feats = parts.get(pname, [])
             if len(feats) == 1:
                 out[pname] = feats[0]
@@ -264,25 +258,59 @@ class GradProblem:
                 for f in feats:
                     G += f.materialise()
                 out[pname] = Dense(G)
-        if check:
+        if not self._checked:
             self._checked = True
-            true = dict(zip(check, grads[len(calls) :]))
-            bad = [p for p in check if not _close(out[p].total(), true[p], self.dtype)]
+            bad = self._check_first_sample(out, inputs, targets)
             if bad:
-                self._move_to_fallback(bad)
+                self._move_to_fallback(
+                    bad,
+                    "give another gradient for sample 0 than a one-sample pass (used outside "
+                    "their module's forward, e.g. tied weights, or a layer that mixes samples)",
+                )
                 return self._hooked(inputs, targets) if self.plan.hooked else {}
         return out
 
-    def _move_to_fallback(self, names: list[str]) -> None:
+    def _wanted(self, modules: dict[str, nn.Module]) -> dict[str, dict[str, str]]:
+        """Hooked module → {its local parameter name: selected parameter name}."""
+        by_id = {id(p): k for k, p in self.model.named_parameters()}
+        wanted: dict[str, dict[str, str]] = {}
+        for pname, mods in self.plan.hooked.items():
+            for m in mods:
+                for local, p in modules[m]._parameters.items():
+                    if p is not None and by_id[id(p)] == pname:
+                        wanted.setdefault(m, {})[local] = pname
+        return wanted
+
+    def _check_first_sample(
+        self, out: dict[str, Feature], inputs: Any, targets: torch.Tensor
+    ) -> list[str]:
+        """Hooked parameters whose gradient for sample 0 differs from a one-sample autograd
+        pass: a parameter also used outside its module (weight tying, functional use) or a
+        layer that mixes samples."""
+        names = list(self.plan.hooked)
+        theta = {k: t.detach().requires_grad_(k in names) for k, t in self.theta.items()}
+        x = _slice(inputs, 0, 1)
+        args = x if isinstance(x, tuple) else (x,)
+        loss = sample_losses(
+            self.loss_fn, functional_call(self.model, {**self._state(), **theta}, args), targets[:1]
+        ).sum()
+        true = torch.autograd.grad(loss, [theta[k] for k in names], allow_unused=True)
+        return [
+            k
+            for k, g in zip(names, true)
+            if not _close(out[k].select(0, 1).materialise()[0], g, self.dtype)
+        ]
+
+    def _move_to_fallback(self, names: list[str], why: str) -> None:
         hooked = {k: v for k, v in self.plan.hooked.items() if k not in names}
         fallback = {**self.plan.fallback, **{k: self.plan.hooked[k] for k in names}}
-        order = {n: i for i, n in enumerate(self.names)}
+        order = {k: i for i, k in enumerate(self.names)}
         self.plan = GradientPlan(
             hooked=hooked, fallback=dict(sorted(fallback.items(), key=lambda kv: order[kv[0]]))
         )
         warnings.warn(
-            f"parameters {names} are also used outside their modules' forward (weight tying or "
-            "functional use): their per-sample gradients use the torch.func fallback",
+            f"parameters {sorted(set(names), key=order.__getitem__)} {why}: their per-sample "
+            "gradients use the torch.func fallback",
             FallbackWarning,
             stacklevel=5,
         )

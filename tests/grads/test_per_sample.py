@@ -57,6 +57,14 @@ def test_parameter_used_outside_its_module_moves_to_fallback() -> None:
     _close(got, loop_gradients(model, loss, x, y))
 
 
+@pytest.mark.parametrize("chunk_size", [4, 9])
+def test_layers_that_do_not_see_samples_first_move_to_fallback(chunk_size: int) -> None:
+    model, x, y, loss = make_case("seq_first")  # T = n = 9
+    with pytest.warns(FallbackWarning, match="lin.weight"):
+        got = per_sample_gradients(model, loss, x, y, chunk_size=chunk_size)
+    _close(got, loop_gradients(model, loss, x, y))
+
+
 @pytest.mark.parametrize("params", ["^b\\.", ["a.bias", "b.weight"], lambda n, p: p.dim() == 2])
 def test_parameter_subsets(params: object) -> None:
     model, x, y, loss = make_case("linear_seq")

@@ -121,6 +121,22 @@ class Shared(nn.Module):
         return self.head(h)
 
 
+class SeqFirst(nn.Module):
+    """Positions embedded from an unbatched ``arange(T)``, and a Linear on [T, n, D] (samples
+    not first): both must leave the hook path."""
+
+    def __init__(self, T: int) -> None:
+        super().__init__()
+        self.pos = nn.Embedding(T, 3)
+        self.lin = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [n, T, 3]
+        h = x + self.pos(torch.arange(x.shape[1]))
+        h = torch.tanh(self.lin(h.transpose(0, 1))).transpose(0, 1)
+        return self.head(h.mean(1))
+
+
 def _seq_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out.flatten(0, 1), y.flatten())
 
@@ -182,6 +198,8 @@ def make_case(name: str, n: int = 9, seed: int = 0) -> Case:
         model, loss = Tied(), nn.CrossEntropyLoss()
         x = torch.randint(0, 5, (n, 3), generator=g)
         y = torch.randint(0, 5, (n,), generator=g)
+    elif name == "seq_first":  # T = n: only the one-sample check can tell samples apart
+        model, x, loss = SeqFirst(n), randn(n, 3), ce
     elif name == "shared":
         model, x, loss = Shared(), randn(4), ce
     else:
@@ -191,5 +209,5 @@ def make_case(name: str, n: int = 9, seed: int = 0) -> Case:
 
 CASES = [
     "linear", "linear_seq", "linear_4d", "mse_sum", "conv1d", "conv1d_same_reflect", "conv2d",
-    "conv2d_circular", "depthwise", "tokens", "norms", "attention", "tied", "shared",
+    "conv2d_circular", "depthwise", "tokens", "norms", "attention", "tied", "seq_first", "shared",
 ]  # fmt: skip
