@@ -14,6 +14,13 @@ from fastspec.curvature import (
     hessian_eigs,
     hessian_trace,
 )
+from fastspec.grads import (
+    CovarianceSpectrum,
+    GradientRecorder,
+    gradient_covariance_spectrum,
+    gradient_gram,
+    per_sample_gradients,
+)
 from fastspec.linalg import (
     ConvergenceWarning,
     LinearOperator,
@@ -29,8 +36,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "CovarianceSpectrum",
     "EmpiricalFisherOperator",
     "GGNOperator",
+    "GradientRecorder",
     "HessianOperator",
     "LinearOperator",
     "PowerLaw",
@@ -41,9 +50,12 @@ __all__ = [
     "eigsh",
     "fit_eigengaps",
     "fit_spectrum",
+    "gradient_covariance_spectrum",
+    "gradient_gram",
     "hessian_density",
     "hessian_eigs",
     "hessian_trace",
+    "per_sample_gradients",
     "pooled_ritz_values",
     "slq",
     "trace",

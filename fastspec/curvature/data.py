@@ -36,6 +36,16 @@ def as_batches(data: Any) -> Iterable[Any]:
     return data
 
 
+def pair(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a batch; a list of inputs becomes a tuple of model arguments."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ValueError(
+            "each batch must be an (inputs, targets) pair; for other batches pass batch_loss="
+        )
+    inputs, targets = batch
+    return (tuple(inputs) if isinstance(inputs, list) else inputs), targets
+
+
 def first_tensor(batch: Any) -> torch.Tensor | None:
     """The first tensor in a (nested) batch, depth first."""
     if isinstance(batch, torch.Tensor):

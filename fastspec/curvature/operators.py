@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fastspec.curvature.data import as_batches, batch_size, to_device, truncate
+from fastspec.curvature.data import as_batches, batch_size, pair, to_device, truncate
 from fastspec.curvature.mode import check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.linalg import LinearOperator
@@ -152,7 +152,7 @@ class _ModelOperator(LinearOperator):
             fmodel = functools.partial(functional_call, self.model, self._state(theta))
             loss = self.batch_loss(lambda *a, **k: fmodel(a, k), batch)
         else:
-            inputs, targets = _pair(batch)
+            inputs, targets = pair(batch)
             assert self.loss_fn is not None
             loss = self.loss_fn(self._forward(theta, inputs), targets)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
@@ -325,7 +325,7 @@ class GGNOperator(_ModelOperator):
         super().__init__(model, loss_fn, data, **kwargs)
 
     def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
-        inputs, targets = _pair(batch)
+        inputs, targets = pair(batch)
         scale = self._scale(n)
         assert self.loss_fn is not None
         loss_fn = self.loss_fn
@@ -375,7 +375,7 @@ class EmpiricalFisherOperator(_ModelOperator):
         super().__init__(model, loss_fn, data, **kwargs)
 
     def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
-        inputs, targets = _pair(batch)
+        inputs, targets = pair(batch)
         assert self.loss_fn is not None
         loss_fn = self.loss_fn
         if isinstance(inputs, tuple):
@@ -399,12 +399,3 @@ class EmpiricalFisherOperator(_ModelOperator):
 def _cast(t: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
     t = t.detach()
     return t.to(dtype) if t.is_floating_point() else t
-
-
-def _pair(batch: Any) -> tuple[Any, Any]:
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise ValueError(
-            "each batch must be an (inputs, targets) pair; for other batches pass batch_loss="
-        )
-    inputs, targets = batch
-    return (tuple(inputs) if isinstance(inputs, list) else inputs), targets

@@ -1,0 +1,149 @@
+"""The covariance spectrum of stochastic gradients, from the N × N Gram matrix.
+
+At fixed θ, with per-sample gradients g_i (i = 1..N), the second moment is
+M = (1/N) Σ g_i g_iᵀ and the covariance C = M − ḡḡᵀ; the minibatch-noise covariance of a batch of
+B samples drawn with replacement is C/B. The nonzero eigenvalues of C (of M) are those of the
+centred (uncentred) Gram matrix (1/N)(G − 1ḡᵀ)(G − 1ḡᵀ)ᵀ ((1/N) G Gᵀ), so they are computed from
+an N × N matrix, never from a P × P one (methods.md §3, a reconstruction of P2's analysis).
+
+Two paths: ``"dense"`` assembles the Gram matrix chunk pair by chunk pair and takes every
+eigenvalue with ``torch.linalg.eigvalsh`` in float64; ``"lanczos"`` runs
+:func:`fastspec.linalg.eigsh` on the Gram operator U ↦ G(GᵀU)/N applied from the stored
+per-layer representations (no N × N matrix: memory N·(stored features) + the Lanczos basis), for N
+beyond what a dense N × N matrix allows; it needs ``k``.
+
+Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from fastspec.curvature.params import ParamSpec
+from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
+from fastspec.grads.problem import GradProblem
+from fastspec.linalg import eigsh
+
+__all__ = ["CovarianceSpectrum", "gradient_covariance_spectrum"]
+
+DENSE_MAX_BYTES = 8 * 2**30  # the dense path's N × N matrices (the Gram and eigh's workspace)
+
+
+@dataclass(frozen=True, eq=False)
+class CovarianceSpectrum:
+    """Eigenvalues of the gradient covariance.
+
+    Attributes:
+        eigenvalues: [K] descending, of C (``center``) or M, divided by ``noise_batch_size``
+            when given (the minibatch-noise covariance C/B); float64.
+        num_samples: N.
+        num_params: P.
+        center: whether C (True) or M (False).
+        noise_batch_size: B, or ``None``.
+        method: ``"gram"`` (dense eigendecomposition of the Gram matrix) or ``"lanczos"``.
+        residuals: [K] Lanczos residuals (``None`` for ``"gram"``).
+    """
+
+    eigenvalues: torch.Tensor
+    num_samples: int
+    num_params: int
+    center: bool
+    noise_batch_size: int | None
+    method: str
+    residuals: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eigenvalues": self.eigenvalues.tolist(),
+            "num_samples": self.num_samples,
+            "num_params": self.num_params,
+            "center": self.center,
+            "noise_batch_size": self.noise_batch_size,
+            "method": self.method,
+            "residuals": None if self.residuals is None else self.residuals.tolist(),
+        }
+
+
+def gradient_covariance_spectrum(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    data: Any,
+    *,
+    k: int | None = None,
+    center: bool = True,
+    noise_batch_size: int | None = None,
+    params: ParamSpec = None,
+    mode: str = "eval",
+    dtype: torch.dtype | None = None,
+    method: str = "auto",
+    tol: float = 1e-8,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> CovarianceSpectrum:
+    """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
+
+    Args:
+        model, loss_fn, data, params, mode, dtype, chunk_size, memory_budget: as in
+            :func:`fastspec.grads.gradient_gram`.
+        k: number of top eigenvalues (default all min(N, P)).
+        center: covariance C (default) or uncentred second moment M.
+        noise_batch_size: B: return the eigenvalues of the minibatch-noise covariance C/B
+            (requires ``center=True``).
+        method: ``"auto"`` (dense unless the N × N matrices would exceed 8 GiB, then
+            Lanczos), ``"gram"`` or ``"lanczos"`` (needs ``k < N``).
+        tol: Lanczos residual tolerance.
+        seed: Lanczos start-block seed.
+
+    Returns:
+        A :class:`CovarianceSpectrum`.
+    """
+    if method not in ("auto", "gram", "lanczos"):
+        raise ValueError(f"method must be 'auto', 'gram' or 'lanczos', got {method!r}")
+    if noise_batch_size is not None:
+        if isinstance(noise_batch_size, bool) or not isinstance(noise_batch_size, int):
+            raise TypeError(f"noise_batch_size must be an int, got {noise_batch_size!r}")
+        if noise_batch_size < 1:
+            raise ValueError(f"noise_batch_size must be >= 1, got {noise_batch_size}")
+        if not center:
+            raise ValueError(
+                "noise_batch_size gives the minibatch-noise covariance C/B, which is centred: "
+                "use center=True"
+            )
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    problem = GradProblem(
+        model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
+    )
+    N = problem.count(data)
+    rank = min(N, problem.num_params)
+    if k is not None and k > rank:
+        raise ValueError(f"k must be at most min(N, P) = {rank}, got {k}")
+    if method == "auto":
+        method = "gram" if 2 * N * N * 8 <= DENSE_MAX_BYTES or k is None else "lanczos"
+    if method == "lanczos" and (k is None or k >= N):
+        raise ValueError(f"method='lanczos' needs k < N = {N}, got k={k}")
+    store = GradientStore(problem, data, memory_budget=memory_budget)
+    residuals = None
+    if method == "gram":
+        K = store.gram(center=center).double()
+        values = torch.linalg.eigvalsh(K).flip(0)[: rank if k is None else k]
+    else:
+        assert k is not None
+        res = eigsh(GramOperator(store, center=center), k, tol=tol, seed=seed)
+        values, residuals = res.eigenvalues.double(), res.residuals
+    if noise_batch_size is not None:
+        values = values / noise_batch_size
+    return CovarianceSpectrum(
+        eigenvalues=values.cpu(),
+        num_samples=N,
+        num_params=problem.num_params,
+        center=center,
+        noise_batch_size=noise_batch_size,
+        method=method,
+        residuals=residuals,
+    )
