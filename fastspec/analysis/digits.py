@@ -143,6 +143,7 @@ def train(
     batch_size: int = 128,
     seed: int = 0,
     on_epoch: Callable[[int, nn.Module], Any] | None = None,
+    on_step: Callable[[int, nn.Module], Any] | None = None,
     progress: bool = False,
     desc: str = "train",
 ) -> TrainResult:
@@ -157,6 +158,8 @@ def train(
         seed: seed of the shuffling.
         on_epoch: called as ``on_epoch(epoch, model)`` before the first epoch (epoch 0) and
             after each epoch ``1..epochs`` (for checkpoint analyses such as a tracker).
+        on_step: called as ``on_step(step, model)`` after each ``backward()``, before the
+            optimizer step (e.g. a :class:`fastspec.grads.GradientRecorder`'s ``record``).
         progress: show a tqdm bar over epochs (stderr).
         desc: the bar's label.
     """
@@ -181,6 +184,8 @@ def train(
             idx = perm[i : i + batch_size]
             opt.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+            if on_step is not None:
+                on_step(steps, model)
             opt.step()
             steps += 1
         sched.step()

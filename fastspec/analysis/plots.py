@@ -18,12 +18,14 @@ import numpy as np
 from fastspec.analysis.summary import decision
 
 if TYPE_CHECKING:
+    from fastspec.analysis.gradients import GradientReport
     from fastspec.analysis.hessian import HessianReport
     from fastspec.stats import SpectrumFit
 
 __all__ = [
     "ccdf_axes",
     "comparison_figure",
+    "gradient_figures",
     "hessian_figures",
     "rank_axes",
     "series_figure",
@@ -211,3 +213,38 @@ def series_figure(
     fig.suptitle(title)
     _save(fig, path)
     return path
+
+
+def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
+    """``covariance.png`` (rank plot and CCDF of the covariance spectrum with the fit) and, with
+    tail tests, ``tails.png`` (fraction of samples passing each test)."""
+    plt = _pyplot()
+    out = []
+    ev = report.covariance.eigenvalues.numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    what = "covariance eigenvalue"
+    rank_axes(axes[0], ev, report.covariance_fit, label="gradient covariance", what=what)
+    ccdf_axes(axes[1], ev, report.covariance_fit, label="gradient covariance", what=what)
+    axes[0].set_title(f"{report.label}: gradient-covariance spectrum")
+    axes[1].set_title(f"{report.label}: CCDF of the covariance spectrum")
+    for ax in axes:
+        ax.legend(loc="lower left")
+    out.append(directory / "covariance.png")
+    _save(fig, out[-1])
+    if report.tails:
+        names = list(report.tails)
+        x = np.arange(len(names))
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        t = [report.tails[n] for n in names]
+        ax.bar(x - 0.2, [s.frac_power_law for s in t], 0.4, label="power law (KS < d_c)")
+        ax.bar(x + 0.2, [s.frac_gaussian for s in t], 0.4,
+               label=f"Gaussian ({t[0].gaussian_test}, p > α)")  # fmt: skip
+        ax.set_xticks(x, [f"{n.replace('_', '-')}\n({len(s.n)} samples)" for n, s in zip(names, t)])
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("fraction of samples passing")
+        ax.set_title(f"{report.label}: heavy tail or Gaussian? (P2's tests)")
+        ax.legend(loc="upper right")
+        ax.grid(True, axis="y", alpha=0.3)
+        out.append(directory / "tails.png")
+        _save(fig, out[-1])
+    return out

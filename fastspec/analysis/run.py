@@ -32,9 +32,11 @@ from torch import nn
 from fastspec.analysis import digits
 from fastspec.analysis._io import atomic_dir, check_target, plain, write_json
 from fastspec.analysis._progress import note
+from fastspec.analysis.gradients import GradientReport, analyze_gradients
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
 from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker
+from fastspec.grads import GradientRecorder
 
 __all__ = ["QUICK", "RunReport", "RunSettings", "run_main_job"]
 
@@ -59,6 +61,11 @@ class RunSettings:
         tracker_epochs: the checkpoints (epochs; 0 = initialisation).
         max_samples: Hessian of the first ``max_samples`` training samples only (None: all 1437).
         block_size: eigsh's block size (None: its default).
+        gradients: also run P2's gradient analysis (:func:`~fastspec.analysis.analyze_gradients`)
+            at random init (``gradient_steps`` minibatch gradients drawn at fixed θ) and after
+            training (the minibatch gradients and their noise recorded at every training step);
+            gradient_k: covariance eigenvalues fitted; gradient_coordinates: coordinates
+            tracked for the iteration-wise and noise tests.
         seed: seeds the initialisation, the data split, the shuffling and the estimators.
         device: ``"auto"`` (CUDA when torch sees a GPU), ``"cpu"``, ``"cuda"``, ...
     """
@@ -76,6 +83,10 @@ class RunSettings:
     tracker_epochs: tuple[int, ...] = (0, 2, 5, 10, 20, 30, 40, 50)
     max_samples: int | None = None
     block_size: int | None = None
+    gradients: bool = True
+    gradient_k: int = 500
+    gradient_coordinates: int = 1000
+    gradient_steps: int = 64
     seed: int = 0
     device: str = "auto"
 
@@ -84,7 +95,16 @@ class RunSettings:
         unknown = [m for m in self.models if m not in digits.MODELS]
         if not self.models or unknown:
             raise ValueError(f"models must be among {sorted(digits.MODELS)}, got {self.models}")
-        for name in ("k", "tracker_k", "epochs", "trace_matvecs", "density_probes"):
+        for name in (
+            "k",
+            "tracker_k",
+            "epochs",
+            "trace_matvecs",
+            "density_probes",
+            "gradient_k",
+            "gradient_coordinates",
+            "gradient_steps",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (4 if "trace" in name else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -101,7 +121,8 @@ class RunSettings:
 #: tiny settings for tests and a smoke check (seconds, not minutes)
 QUICK = RunSettings(
     k=8, tol=1e-3, epochs=2, trace_matvecs=6, density_probes=2, density_steps=8,
-    tracker_k=4, tracker_epochs=(0, 1, 2), max_samples=128, block_size=4,
+    tracker_k=4, tracker_epochs=(0, 1, 2), max_samples=128, block_size=4, gradient_k=8,
+    gradient_coordinates=40, gradient_steps=12,
 )  # fmt: skip
 
 
@@ -128,6 +149,8 @@ class ModelRun:
     random_init: HessianReport
     trained: HessianReport
     tracker: SpectrumTracker | None
+    gradients_init: GradientReport | None = None
+    gradients_trained: GradientReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +160,13 @@ class ModelRun:
             "random_init": self.random_init.to_dict(),
             "trained": self.trained.to_dict(),
             "tracker": None if self.tracker is None else self.tracker.to_dict(),
+            "gradients_random_init": _d(self.gradients_init),
+            "gradients_trained": _d(self.gradients_trained),
         }
+
+
+def _d(x: Any) -> Any:
+    return None if x is None else x.to_dict()
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,6 +259,30 @@ class RunReport:
                     f"checkpoints (top-{m.tracker.k}): lambda_1 {r['lambda_max']:+.2f}, "
                     f"Tr(H) {r['trace']:+.2f}, s {r['s']:+.2f}, d_ks {r['ks']:+.2f}"
                 )
+        grad_lines = []
+        for name, m in self.models.items():
+            for stage, g in (("random init", m.gradients_init), ("trained", m.gradients_trained)):
+                if g is None:
+                    continue
+                fit = g.covariance_fit
+                fit_text = "no fit" if fit is None else (
+                    f"s {fit.s:.3f}, d_ks {fit.ks:.4f} vs {fit.ks_critical:.4f}: {decision(fit)}"
+                )  # fmt: skip
+                tails = ", ".join(
+                    f"{n.replace('_', '-')} {t.frac_power_law:.0%}/{t.frac_gaussian:.0%}"
+                    for n, t in g.tails.items()
+                )
+                grad_lines.append(
+                    f"  {name:7} {stage:12} covariance top-{fit.k if fit else '?'}: {fit_text}; "
+                    f"power-law/Gaussian: {tails}"
+                )
+        if grad_lines:
+            lines.append("")
+            lines.append(
+                "  P2 gradient structure (covariance spectrum of per-sample gradients; fraction "
+                "of samples passing the power-law / Gaussian tests)"
+            )
+            lines.extend(grad_lines)
         notes = [f"{n}/{st}: {x}" for n, m in self.models.items()
                  for st, rep in (("random_init", m.random_init), ("trained", m.trained))
                  for x in rep.notes]  # fmt: skip
@@ -260,6 +313,13 @@ class RunReport:
             for stage, rep in (("random_init", m.random_init), ("trained", m.trained)):
                 (directory / name / stage).mkdir(parents=True)
                 rep.write_into(directory / name / stage)
+            for stage, grep in (
+                ("random_init", m.gradients_init),
+                ("trained", m.gradients_trained),
+            ):
+                if grep is not None:
+                    (directory / name / f"gradients_{stage}").mkdir(parents=True)
+                    grep.write_into(directory / name / f"gradients_{stage}")
             if m.tracker is not None:
                 (directory / name / "tracker").mkdir(parents=True)
                 m.tracker.write_into(
@@ -325,6 +385,29 @@ def run_main_job(
             density_steps=s.density_steps, label=f"{name}/random_init", progress=progress,
             extra={"test_loss": init_loss, "test_error": init_err}, **common,
         )  # fmt: skip
+        grads_data = [
+            train_set
+            if s.max_samples is None
+            else (train_set[0][: s.max_samples], train_set[1][: s.max_samples])
+        ]
+        grad_common = {
+            "k": s.gradient_k, "noise_batch_size": 128, "num_coordinates": s.gradient_coordinates,
+            "dtype": dtype, "seed": s.seed, "progress": progress,
+        }  # fmt: skip
+        grads_init = grads_trained = None
+        recorder = None
+        if s.gradients:
+            grads_init = analyze_gradients(
+                model, loss_fn, grads_data, num_steps=s.gradient_steps,
+                label=f"{name}/random_init", **grad_common,
+            )  # fmt: skip
+            steps_per_epoch = -(-len(train_set[0]) // 128)
+            total = s.epochs * steps_per_epoch
+            recorder = GradientRecorder(
+                model, num_coordinates=s.gradient_coordinates, seed=s.seed, loss_fn=loss_fn,
+                data=grads_data,
+                full_gradient_steps=sorted({total // 4, total // 2, 3 * total // 4, total - 1}),
+            )  # fmt: skip
         tracker = None
         if name in s.tracker_models:
             tracker = SpectrumTracker(model, loss_fn, [train_set], k=s.tracker_k, **common)
@@ -340,6 +423,7 @@ def run_main_job(
         note(f"{name}: training ({s.epochs} epochs of P1's recipe)", enabled=progress)
         result = digits.train(
             model, train_set, test_set, epochs=s.epochs, seed=s.seed, on_epoch=on_epoch,
+            on_step=None if recorder is None else _recording(recorder),
             progress=progress, desc=f"{name}: train",
         )  # fmt: skip
         trained = analyze_hessian(
@@ -347,6 +431,11 @@ def run_main_job(
             density_steps=s.density_steps, label=f"{name}/trained", progress=progress,
             extra={"test_loss": result.test_loss, "test_error": result.test_error}, **common,
         )  # fmt: skip
+        if recorder is not None:
+            grads_trained = analyze_gradients(
+                model, loss_fn, grads_data, recorder=recorder, label=f"{name}/trained",
+                **grad_common,
+            )  # fmt: skip
         runs[name] = ModelRun(
             name=name,
             num_params=sum(p.numel() for p in model.parameters()),
@@ -354,6 +443,8 @@ def run_main_job(
             random_init=init,
             trained=trained,
             tracker=tracker,
+            gradients_init=grads_init,
+            gradients_trained=grads_trained,
         )
     report = RunReport(
         settings=s,
@@ -365,6 +456,13 @@ def run_main_job(
     if out is not None:
         report.save(out, overwrite=overwrite)
     return report
+
+
+def _recording(recorder: GradientRecorder) -> Any:
+    def on_step(step: int, _: nn.Module) -> None:
+        recorder.record(step)
+
+    return on_step
 
 
 def _environment(device: torch.device) -> dict[str, Any]:

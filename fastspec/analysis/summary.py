@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastspec.analysis.gradients import GradientReport
     from fastspec.analysis.hessian import HessianReport
     from fastspec.stats import SpectrumFit
 
-__all__ = ["decision", "fit_line", "hessian_summary"]
+__all__ = ["decision", "fit_line", "gradient_summary", "hessian_summary"]
 
 
 def decision(fit: SpectrumFit | None) -> str:
@@ -59,5 +60,37 @@ def hessian_summary(report: HessianReport) -> str:
             f"  density: SLQ, {d.num_probes} probes × {st['density_steps']} steps, "
             f"{d.num_matvecs} HVPs, {_fmt_seconds(t['density'])}"
         )
+    lines.extend(f"  note: {n}" for n in report.notes)
+    return "\n".join(lines)
+
+
+def gradient_summary(report: GradientReport) -> str:
+    """The multi-line console summary of a :class:`GradientReport`."""
+    st = report.settings
+    cov = report.covariance
+    lines = [
+        f"{report.label}: per-sample gradients of N = {cov.num_samples:,} samples, "
+        f"P = {cov.num_params:,} parameters ({st['dtype']})",
+        f"  covariance spectrum: {cov.eigenvalues.numel()} eigenvalues ({cov.method}), "
+        f"largest {float(cov.eigenvalues[0]):.5g}",
+        "  " + fit_line("power law, covariance", report.covariance_fit),
+    ]
+    if report.noise is not None:
+        lines.append(
+            "  " + fit_line(f"power law, noise C/B (B={report.noise.noise_batch_size})",
+                            report.noise_fit)
+        )  # fmt: skip
+    if report.tails:
+        src = st.get("recorder")
+        lines.append(
+            f"  tail tests ({st['recorded_steps']} minibatch gradients, "
+            f"{st['recorded_coordinates']} coordinates, {src}); fraction passing:"
+        )
+        for name, t in report.tails.items():
+            lines.append(
+                f"    {name.replace('_', '-'):15} {len(t.n):5} samples: power-law "
+                f"{t.frac_power_law:6.1%}, Gaussian ({t.gaussian_test}) {t.frac_gaussian:6.1%}, "
+                f"Gaussian (KS) {t.frac_gaussian_ks:6.1%}"
+            )
     lines.extend(f"  note: {n}" for n in report.notes)
     return "\n".join(lines)
