@@ -49,6 +49,8 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = QUICK if args.quick else RunSettings()
     changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
+    if args.no_gradients:
+        changes["gradients"] = False
     for name in ("k", "epochs", "dtype"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
@@ -80,6 +82,23 @@ def _hessian(args: argparse.Namespace) -> int:
         mode=args.mode, max_samples=args.max_samples, trace_matvecs=args.trace_matvecs,
         density_probes=None if args.no_density else args.density_probes, seed=args.seed,
         label=args.label, progress=not args.no_progress,
+    )  # fmt: skip
+    report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
+    print(report.summary())
+    print(f"\nreport written to {args.out}/")
+    return 0
+
+
+def _gradients(args: argparse.Namespace) -> int:
+    from fastspec.analysis import analyze_gradients
+    from fastspec.analysis._io import check_target
+
+    check_target(args.out, overwrite=args.overwrite)
+    model, loss_fn, data, dtype = _user_problem(args)
+    report = analyze_gradients(
+        model, loss_fn, data, k=args.k, noise_batch_size=args.batch_size, num_steps=args.steps,
+        num_coordinates=args.coordinates, params=args.params, mode=args.mode, dtype=dtype,
+        seed=args.seed, label=args.label, progress=not args.no_progress,
     )  # fmt: skip
     report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(report.summary())
@@ -175,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--density-probes", type=_positive_int, default=4, help="SLQ probes")
     p.add_argument("--no-density", action="store_true", help="skip the SLQ density")
     p.set_defaults(func=_hessian)
+
+    p = sub.add_parser("gradients", help="P2's gradient-structure analysis of your model",
+                       description="Covariance spectrum of per-sample gradients and of the "
+                       "minibatch noise with P1's fit and KS decision; dimension-wise, "
+                       "iteration-wise and noise tail tests on minibatch gradients drawn at the "
+                       "model's parameters.")  # fmt: skip
+    _add_user_problem(p, out="fastspec_gradients")
+    p.add_argument("--k", type=_positive_int, default=100,
+                   help="top covariance eigenvalues (default 100)")  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="minibatch size B (noise covariance C/B, drawn minibatches)")  # fmt: skip
+    p.add_argument("--steps", type=_positive_int, default=64,
+                   help="minibatch gradients drawn for the tail tests (default 64)")  # fmt: skip
+    p.add_argument("--coordinates", type=_positive_int, default=1000,
+                   help="coordinates tracked for the iteration-wise and noise tests")  # fmt: skip
+    p.set_defaults(func=_gradients)
 
     p = sub.add_parser("fit", help="power-law fit of the values in a file (npy, txt, csv)",
                        description="P1's fit (top-K, cutoff at the K-th value, KS decision) or "
