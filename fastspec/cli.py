@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype", choices=("float32", "float64"), help="compute dtype (default float32)"
     )
+    p.add_argument("--no-gradients", action="store_true", help="skip P2's gradient analysis")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("hessian", help="P1's Hessian-spectrum analysis of your model",

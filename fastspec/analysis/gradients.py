@@ -223,6 +223,7 @@ def analyze_gradients(
     noise_batch_size: int | None = 128,
     recorder: GradientRecorder | None = None,
     num_steps: int = 64,
+    batch_size: int | None = None,
     num_coordinates: int = 1000,
     params: Any = None,
     mode: str = "eval",
@@ -246,6 +247,7 @@ def analyze_gradients(
             noise tests; the dimension-wise test uses its ``full_gradients``). When None,
             ``num_steps`` random minibatches are drawn at the current parameters
             (:func:`record_minibatch_gradients`); ``num_steps=0`` skips the tail tests.
+        batch_size: size of those minibatches (default ``noise_batch_size``, or 128).
         num_coordinates: coordinates sampled by that recorder.
         params, mode, dtype: the gradient options of :mod:`fastspec.grads`.
         alpha: level of every decision; gaussian_test: ``"dagostino"`` or ``"shapiro"``.
@@ -280,7 +282,7 @@ def analyze_gradients(
         note(f"{label}: {num_steps} minibatch gradients at fixed parameters", enabled=progress)
         recorder = record_minibatch_gradients(
             model, loss_fn, data, num_steps=num_steps,
-            batch_size=noise_batch_size or 128, num_coordinates=num_coordinates, params=params,
+            batch_size=batch_size or noise_batch_size or 128, num_coordinates=num_coordinates, params=params,
             seed=seed,
         )  # fmt: skip
     if recorder is not None:

@@ -1,0 +1,116 @@
+"""analyze_hessian: its numbers are the underlying API's, its report round-trips, it writes
+atomically, and it refuses bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from curvature_models import dense_hessian, make_data, make_model
+from torch import nn
+
+from fastspec.analysis import HessianReport, analyze_hessian
+from fastspec.curvature import hessian_density, hessian_eigs, hessian_trace
+from fastspec.stats import fit_eigengaps, fit_spectrum
+
+OPTS = {"hvp": "double_backward", "dtype": torch.float64}
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[nn.Module, nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    return make_model("mlp"), nn.CrossEntropyLoss(), make_data("mlp", 40)
+
+
+@pytest.fixture(scope="module")
+def report(problem: tuple) -> HessianReport:
+    model, loss, data = problem
+    return analyze_hessian(
+        model, loss, data, k=12, tol=1e-10, trace_matvecs=12, density_probes=3,
+        density_steps=10, seed=5, label="mlp", **OPTS,
+    )  # fmt: skip
+
+
+def test_numbers_are_the_underlying_api_calls(problem: tuple, report: HessianReport) -> None:
+    model, loss, data = problem
+    eig = hessian_eigs(model, loss, data, 12, tol=1e-10, seed=5, **OPTS)
+    np.testing.assert_array_equal(report.eigenvalues, eig.eigenvalues.numpy())
+    np.testing.assert_array_equal(report.residuals, eig.residuals.numpy())
+    assert report.matvecs["eigsh"] == eig.num_matvecs
+    assert report.spectrum_fit == fit_spectrum(eig.eigenvalues)
+    assert report.eigengap_fit == fit_eigengaps(eig.eigenvalues)
+    tr = hessian_trace(model, loss, data, num_matvecs=12, seed=6, **OPTS)
+    assert report.trace == tr
+    dens = hessian_density(model, loss, data, num_probes=3, num_steps=10, seed=7, **OPTS)
+    torch.testing.assert_close(report.density.nodes, dens.nodes, rtol=0, atol=0)  # type: ignore[union-attr]
+    grid = torch.as_tensor(report.density_grid)
+    np.testing.assert_array_equal(
+        report.density_values, dens.density(grid, sigma=report.density_sigma).numpy()
+    )
+    assert report.settings["num_params"] == sum(p.numel() for p in model.parameters())
+    assert report.lambda_max == report.eigenvalues[0]
+
+
+def test_eigenvalues_match_a_dense_oracle(problem: tuple, report: HessianReport) -> None:
+    model, loss, data = problem
+    H = dense_hessian(model, loss, *data)
+    top = torch.linalg.eigvalsh(H).flip(0)[:12].numpy()
+    np.testing.assert_allclose(report.eigenvalues, top, rtol=1e-8, atol=1e-10)
+
+
+def test_save_round_trip(report: HessianReport, tmp_path: Path) -> None:
+    out = report.save(tmp_path / "rep")
+    assert json.loads((out / "report.json").read_text()) == report.to_dict()
+    assert HessianReport.load(out).to_dict() == report.to_dict()
+    for name in ("spectrum.png", "ccdf.png", "density.png", "summary.txt"):
+        assert (out / name).stat().st_size > 1000 or name == "summary.txt"
+    assert (out / "summary.txt").read_text().strip() == report.summary()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temporary left
+
+
+def test_existing_target_and_failed_writes_leave_no_report(
+    report: HessianReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="already exists"):
+        report.save(tmp_path / "taken")
+    report.save(tmp_path / "taken", plots=False, overwrite=True)
+    assert (tmp_path / "taken" / "report.json").is_file()
+
+    from fastspec.analysis import plots
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(plots, "hessian_figures", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        report.save(tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_summary_states_the_decisions(report: HessianReport) -> None:
+    text = report.summary()
+    fit = report.spectrum_fit
+    assert fit is not None
+    assert f"d_ks = {fit.ks:.4f}" in text
+    assert ("-> power-law" in text) == (fit.is_power_law or report.eigengap_fit.is_power_law)  # type: ignore[union-attr]
+
+
+def test_no_trace_no_density(problem: tuple) -> None:
+    model, loss, data = problem
+    r = analyze_hessian(model, loss, data, k=4, trace_matvecs=None, density_probes=None, **OPTS)
+    assert r.trace is None and r.density is None and r.density_grid.size == 0
+    assert HessianReport.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("k", "error", "match"),
+    [(1, ValueError, "k must satisfy"), (75, ValueError, "k must satisfy"),
+     (2.5, TypeError, "k must be an int"), (True, TypeError, "k must be an int")],
+)  # fmt: skip
+def test_bad_k(problem: tuple, k: object, error: type, match: str) -> None:
+    model, loss, data = problem
+    with pytest.raises(error, match=match):
+        analyze_hessian(model, loss, data, k=k, **OPTS)  # type: ignore[arg-type]
