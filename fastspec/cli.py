@@ -73,9 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _hessian(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_hessian
-    from fastspec.analysis._io import check_target
-
-    check_target(args.out, overwrite=args.overwrite)
+    _check_out(args)
     model, loss_fn, data, dtype = _user_problem(args)
     report = analyze_hessian(
         model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
@@ -91,9 +89,7 @@ def _hessian(args: argparse.Namespace) -> int:
 
 def _gradients(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_gradients
-    from fastspec.analysis._io import check_target
-
-    check_target(args.out, overwrite=args.overwrite)
+    _check_out(args)
     model, loss_fn, data, dtype = _user_problem(args)
     report = analyze_gradients(
         model, loss_fn, data, k=args.k, noise_batch_size=args.batch_size, num_steps=args.steps,
@@ -104,6 +100,17 @@ def _gradients(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f"\nreport written to {args.out}/")
     return 0
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """Fail before any work when the report cannot be written."""
+    from fastspec.analysis._io import check_target
+
+    check_target(args.out, overwrite=args.overwrite)
+    if not args.no_plots:
+        from fastspec.analysis.plots import require_matplotlib
+
+        require_matplotlib()
 
 
 def _user_problem(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:

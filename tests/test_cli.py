@@ -217,3 +217,15 @@ def test_python_dash_m(tmp_path: Path) -> None:
         "fastspec hessian: error: --model: cannot import module 'no_such' "
         "(No module named 'no_such')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("module", "match"), [("matplotlib", "plots need matplotlib"), ("sklearn.datasets", "digits")]
+)
+def test_run_without_the_plots_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    module: str, match: str,
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    _error(capsys, ["run", "--quick", "--out", str(tmp_path / "r")], match)
+    assert list(tmp_path.iterdir()) == []

@@ -28,10 +28,17 @@ __all__ = [
     "gradient_figures",
     "hessian_figures",
     "rank_axes",
+    "require_matplotlib",
     "series_figure",
 ]
 
 _DPI = 120
+
+
+def require_matplotlib() -> None:
+    """Raise the clear ``ImportError`` now (before minutes of computing) if plots cannot be
+    drawn."""
+    _pyplot()
 
 
 def _pyplot() -> Any:

@@ -363,7 +363,10 @@ def run_main_job(
     """
     s = (settings or RunSettings()).validated()
     if out is not None:
+        from fastspec.analysis.plots import require_matplotlib
+
         check_target(out, overwrite=overwrite)
+        require_matplotlib()
     device = resolve_device(s.device)
     dtype = getattr(torch, s.dtype)
     start = time.perf_counter()
