@@ -73,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _hessian(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_hessian
+
     _check_out(args)
     model, loss_fn, data, dtype = _user_problem(args)
     report = analyze_hessian(
@@ -89,6 +90,7 @@ def _hessian(args: argparse.Namespace) -> int:
 
 def _gradients(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_gradients
+
     _check_out(args)
     model, loss_fn, data, dtype = _user_problem(args)
     report = analyze_gradients(

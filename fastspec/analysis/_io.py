@@ -4,7 +4,6 @@ when complete (written next to the target under a temporary name, then renamed).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -90,8 +89,3 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def finite_or_none(x: float | None) -> float | None:
-    """``x`` unless it is NaN (for summaries)."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x

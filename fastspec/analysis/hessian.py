@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastspec.analysis._io import atomic_dir, read_json, write_json
+from fastspec.analysis._io import atomic_dir, plain, read_json, write_json
 from fastspec.analysis._progress import PairsBar, note
 from fastspec.curvature.operators import HessianOperator
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
@@ -92,8 +92,6 @@ class HessianReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (what :meth:`save` writes as ``report.json``)."""
-        from fastspec.analysis._io import plain
-
         return plain(
             {
                 "kind": "hessian",

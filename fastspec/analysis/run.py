@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -481,8 +481,3 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "fastspec": __version__,
         "python": platform.python_version(),
     }
-
-
-def quick(**changes: Any) -> RunSettings:
-    """:data:`QUICK` with ``changes``."""
-    return replace(QUICK, **changes)
