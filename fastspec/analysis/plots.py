@@ -138,7 +138,7 @@ def hessian_figures(report: HessianReport, directory: Path) -> list[Path]:
     rank_axes(axes[1], gaps, report.eigengap_fit, label="eigengaps", color="C2", what="eigengap")
     axes[1].set_title(f"{report.label}: eigengaps λ_k − λ_(k+1), sorted")
     for ax in axes:
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper right")
     out.append(directory / "spectrum.png")
     _save(fig, out[-1])
 
@@ -148,7 +148,7 @@ def hessian_figures(report: HessianReport, directory: Path) -> list[Path]:
     axes[0].set_title(f"{report.label}: CCDF of the top eigenvalues")
     axes[1].set_title(f"{report.label}: CCDF of the eigengaps")
     for ax in axes:
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper right")
     out.append(directory / "ccdf.png")
     _save(fig, out[-1])
 
@@ -186,7 +186,7 @@ def comparison_figure(
         for i, (label, values, fit) in enumerate(curves):
             rank_axes(ax, values, fit, label=label, color=f"C{i}", what=what)
         ax.set_title(title)
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper right")
     if suptitle:
         fig.suptitle(suptitle)
     _save(fig, path)
@@ -235,7 +235,7 @@ def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
     axes[0].set_title(f"{report.label}: gradient-covariance spectrum")
     axes[1].set_title(f"{report.label}: CCDF of the covariance spectrum")
     for ax in axes:
-        ax.legend(loc="lower left")
+        ax.legend(loc="upper right")
     out.append(directory / "covariance.png")
     _save(fig, out[-1])
     if report.tails:

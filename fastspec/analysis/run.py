@@ -63,7 +63,8 @@ class RunSettings:
         block_size: eigsh's block size (None: its default).
         gradients: also run P2's gradient analysis (:func:`~fastspec.analysis.analyze_gradients`)
             at random init (``gradient_steps`` minibatch gradients drawn at fixed θ) and after
-            training (the minibatch gradients and their noise recorded at every training step);
+            training (the minibatch gradients and their noise recorded at every step of the
+            second half of training, the whole gradient at three of them);
             gradient_k: covariance eigenvalues fitted; gradient_coordinates: coordinates
             tracked for the iteration-wise and noise tests.
         seed: seeds the initialisation, the data split, the shuffling and the estimators.
@@ -79,8 +80,8 @@ class RunSettings:
     density_probes: int = 4
     density_steps: int = 80
     tracker_models: tuple[str, ...] = ("fcn",)
-    tracker_k: int = 100
-    tracker_epochs: tuple[int, ...] = (0, 2, 5, 10, 20, 30, 40, 50)
+    tracker_k: int = 50
+    tracker_epochs: tuple[int, ...] = (0, 5, 10, 20, 35, 50)
     max_samples: int | None = None
     block_size: int | None = None
     gradients: bool = True
@@ -406,10 +407,11 @@ def run_main_job(
             )  # fmt: skip
             steps_per_epoch = -(-len(train_set[0]) // 128)
             total = s.epochs * steps_per_epoch
+            first = total // 2  # record the second half of training
             recorder = GradientRecorder(
                 model, num_coordinates=s.gradient_coordinates, seed=s.seed, loss_fn=loss_fn,
                 data=grads_data,
-                full_gradient_steps=sorted({total // 4, total // 2, 3 * total // 4, total - 1}),
+                full_gradient_steps=sorted({first, (first + total) // 2, total - 1}),
             )  # fmt: skip
         tracker = None
         if name in s.tracker_models:
@@ -426,7 +428,7 @@ def run_main_job(
         note(f"{name}: training ({s.epochs} epochs of P1's recipe)", enabled=progress)
         result = digits.train(
             model, train_set, test_set, epochs=s.epochs, seed=s.seed, on_epoch=on_epoch,
-            on_step=None if recorder is None else _recording(recorder),
+            on_step=None if recorder is None else _recording(recorder, first),
             progress=progress, desc=f"{name}: train",
         )  # fmt: skip
         trained = analyze_hessian(
@@ -461,9 +463,10 @@ def run_main_job(
     return report
 
 
-def _recording(recorder: GradientRecorder) -> Any:
+def _recording(recorder: GradientRecorder, first: int) -> Any:
     def on_step(step: int, _: nn.Module) -> None:
-        recorder.record(step)
+        if step >= first:
+            recorder.record(step)
 
     return on_step
 
