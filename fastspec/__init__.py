@@ -6,6 +6,7 @@ The public API. Native kernels are reached only through :mod:`fastspec.ops`.
 from __future__ import annotations
 
 from fastspec._info import build_info, cuda_available
+from fastspec.analysis import SpectrumTracker, analyze_gradients, analyze_hessian
 from fastspec.curvature import (
     EmpiricalFisherOperator,
     GGNOperator,
@@ -43,7 +44,10 @@ __all__ = [
     "HessianOperator",
     "LinearOperator",
     "PowerLaw",
+    "SpectrumTracker",
     "__version__",
+    "analyze_gradients",
+    "analyze_hessian",
     "aslinearoperator",
     "build_info",
     "cuda_available",

@@ -236,8 +236,7 @@ class RunReport:
         for name, m in self.models.items():
             for stage, rep in (("random init", m.random_init), ("trained", m.trained)):
                 fit, gap = rep.spectrum_fit, rep.eigengap_fit
-                err = m.random_init.extra.get("test_error") if stage == "random init" else None
-                err = m.training.test_error if stage == "trained" else err
+                err = rep.extra.get("test_error")
                 tr = rep.trace
                 lines.append(
                     f"  {name:7} {stage:12} {_pct(err):>8} {rep.lambda_max:9.4g} "
@@ -288,7 +287,7 @@ class RunReport:
                  for st, rep in (("random_init", m.random_init), ("trained", m.trained))
                  for x in rep.notes]  # fmt: skip
         lines.extend(f"  note: {x}" for x in notes)
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the run into ``directory`` atomically: ``report.json`` (everything),
