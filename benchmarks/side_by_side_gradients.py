@@ -293,7 +293,7 @@ def main() -> None:
                 leanest = min(ok.values(), key=lambda r: r["peak_mb"])
                 speed = f"{fastest['seconds'] / res['seconds']:.1f}× faster than the fastest peer"
                 mem = f"{leanest['peak_mb'] / res['peak_mb']:.1f}× less than the leanest peer"
-            elif "seconds" in fs:
+            elif method != "fastspec" and "seconds" in fs:
                 speed = f"{res['seconds'] / fs['seconds']:.1f}× fastspec's time"
                 mem = f"{res['peak_mb'] / fs['peak_mb']:.1f}× fastspec's peak"
             rows.append([
