@@ -63,3 +63,33 @@ def powerlaw_scan_batch_cuda(
     device: int,
     stream: int,
 ) -> None: ...
+def seq_gram_cpu(
+    a_i: int,
+    g_i: int,
+    a_j: int,
+    g_j: int,
+    out: int,
+    n_i: int,
+    n_j: int,
+    t_i: int,
+    t_j: int,
+    d_in: int,
+    d_out: int,
+    dtype: int,
+) -> None: ...
+def seq_gram_cuda(
+    a_i: int,
+    g_i: int,
+    a_j: int,
+    g_j: int,
+    out: int,
+    n_i: int,
+    n_j: int,
+    t_i: int,
+    t_j: int,
+    d_in: int,
+    d_out: int,
+    dtype: int,
+    device: int,
+    stream: int,
+) -> None: ...

@@ -8,6 +8,7 @@
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
 #include "fastspec/powerlaw_scan_batch.h"
+#include "fastspec/seq_gram.h"
 
 #ifndef FASTSPEC_VERSION
 #define FASTSPEC_VERSION "unknown"
@@ -92,6 +93,23 @@ fastspec::PowerlawScanBatchArgs powerlaw_scan_batch_args(std::uintptr_t logx, st
                                          to_dtype(dtype)};
 }
 
+fastspec::SeqGramArgs seq_gram_args(std::uintptr_t a_i, std::uintptr_t g_i, std::uintptr_t a_j,
+                                    std::uintptr_t g_j, std::uintptr_t out, int64_t n_i, int64_t n_j,
+                                    int64_t t_i, int64_t t_j, int64_t d_in, int64_t d_out, int dtype) {
+  return fastspec::SeqGramArgs{ptr<const void>(a_i),
+                               ptr<const void>(g_i),
+                               ptr<const void>(a_j),
+                               ptr<const void>(g_j),
+                               ptr<void>(out),
+                               n_i,
+                               n_j,
+                               t_i,
+                               t_j,
+                               d_in,
+                               d_out,
+                               to_dtype(dtype)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -151,4 +169,28 @@ PYBIND11_MODULE(_C, m) {
       py::arg("logx"), py::arg("run_start"), py::arg("tail_logsum"), py::arg("xmin_index"), py::arg("alpha"),
       py::arg("ks"), py::arg("rows"), py::arg("n"), py::arg("alpha_lo"), py::arg("alpha_hi"),
       py::arg("dtype"), py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "seq_gram_cpu",
+      [](std::uintptr_t a_i, std::uintptr_t g_i, std::uintptr_t a_j, std::uintptr_t g_j, std::uintptr_t out,
+         int64_t n_i, int64_t n_j, int64_t t_i, int64_t t_j, int64_t d_in, int64_t d_out, int dtype) {
+        fastspec::seq_gram_cpu(
+            seq_gram_args(a_i, g_i, a_j, g_j, out, n_i, n_j, t_i, t_j, d_in, d_out, dtype));
+      },
+      py::arg("a_i"), py::arg("g_i"), py::arg("a_j"), py::arg("g_j"), py::arg("out"), py::arg("n_i"),
+      py::arg("n_j"), py::arg("t_i"), py::arg("t_j"), py::arg("d_in"), py::arg("d_out"), py::arg("dtype"),
+      py::call_guard<py::gil_scoped_release>());
+
+  m.def(
+      "seq_gram_cuda",
+      [](std::uintptr_t a_i, std::uintptr_t g_i, std::uintptr_t a_j, std::uintptr_t g_j, std::uintptr_t out,
+         int64_t n_i, int64_t n_j, int64_t t_i, int64_t t_j, int64_t d_in, int64_t d_out, int dtype,
+         int device, std::uintptr_t stream) {
+        fastspec::seq_gram_cuda(
+            seq_gram_args(a_i, g_i, a_j, g_j, out, n_i, n_j, t_i, t_j, d_in, d_out, dtype),
+            fastspec::CudaLaunch{device, ptr<void>(stream)});
+      },
+      py::arg("a_i"), py::arg("g_i"), py::arg("a_j"), py::arg("g_j"), py::arg("out"), py::arg("n_i"),
+      py::arg("n_j"), py::arg("t_i"), py::arg("t_j"), py::arg("d_in"), py::arg("d_out"), py::arg("dtype"),
+      py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
 }

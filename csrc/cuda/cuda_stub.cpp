@@ -3,6 +3,7 @@
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
 #include "fastspec/powerlaw_scan_batch.h"
+#include "fastspec/seq_gram.h"
 
 namespace fastspec {
 namespace {
@@ -20,5 +21,6 @@ void powerlaw_scan_cuda(const PowerlawScanArgs&, const CudaLaunch&) { no_cuda("p
 void powerlaw_scan_batch_cuda(const PowerlawScanBatchArgs&, const CudaLaunch&) {
   no_cuda("powerlaw_scan_batch");
 }
+void seq_gram_cuda(const SeqGramArgs&, const CudaLaunch&) { no_cuda("seq_gram"); }
 
 }  // namespace fastspec

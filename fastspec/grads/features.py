@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fastspec import ops, reference
+
 __all__ = ["Dense", "Feature", "Index", "Outer"]
 
 _TILE = 2**24  # elements of any temporary tile
@@ -76,6 +78,17 @@ class Feature(abc.ABC):
 
     def dense(self) -> Dense:
         return Dense(self.materialise())
+
+
+def _seq_gram(
+    a_i: torch.Tensor, g_i: torch.Tensor, a_j: torch.Tensor, g_j: torch.Tensor
+) -> torch.Tensor:
+    """Σ_{t,s} (a_it·a_js)(g_it·g_js): the fused native kernel on CPU (as fast as the two-GEMM
+    twin in benchmarks/bench_seq_gram.py and without its [rows·T, N_j·S] tiles); the twin on
+    CUDA, where cuBLAS GEMMs beat the simple CUDA kernel (not measured on a GPU yet)."""
+    if a_i.device.type == "cpu":
+        return ops.seq_gram(a_i, g_i, a_j, g_j)
+    return reference.seq_gram(a_i, g_i, a_j, g_j)
 
 
 def _is_t(t: object) -> bool:
@@ -141,8 +154,6 @@ class Outer(Feature):
     def gram(self, other: Feature) -> torch.Tensor:
         if not isinstance(other, Outer):
             return self.materialise() @ other.materialise().T
-        from fastspec.reference.seq_gram import seq_gram
-
         T = self.a.shape[2]
         out = None
         for r in range(self.a.shape[1]):
@@ -150,7 +161,7 @@ class Outer(Feature):
             if T == 1 and a_j.shape[1] == 1:  # (A Aᵀ)∘(G Gᵀ): two GEMMs, BLAS is at the limit
                 block = (a_i[:, 0] @ a_j[:, 0].T).mul_(g_i[:, 0] @ g_j[:, 0].T)
             else:
-                block = seq_gram(a_i, g_i, a_j, g_j)
+                block = _seq_gram(a_i, g_i, a_j, g_j)
             out = block if out is None else out.add_(block)
         assert out is not None
         return out

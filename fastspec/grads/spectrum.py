@@ -6,11 +6,12 @@ B samples drawn with replacement is C/B. The nonzero eigenvalues of C (of M) are
 centred (uncentred) Gram matrix (1/N)(G − 1ḡᵀ)(G − 1ḡᵀ)ᵀ ((1/N) G Gᵀ), so they are computed from
 an N × N matrix, never from a P × P one (methods.md §3, a reconstruction of P2's analysis).
 
-Two paths: ``"dense"`` assembles the Gram matrix chunk pair by chunk pair and takes every
-eigenvalue with ``torch.linalg.eigvalsh`` in float64; ``"lanczos"`` runs
-:func:`fastspec.linalg.eigsh` on the Gram operator U ↦ G(GᵀU)/N applied from the stored
-per-layer representations (no N × N matrix: memory N·(stored features) + the Lanczos basis), for N
-beyond what a dense N × N matrix allows; it needs ``k``.
+Two methods: ``"gram"`` assembles the Gram matrix chunk pair by chunk pair and takes every
+eigenvalue with ``torch.linalg.eigvalsh`` in float64 (O(N³)); ``"lanczos"`` finds the top ``k``
+with :func:`fastspec.linalg.eigsh` (certified residuals), on the assembled Gram matrix while it
+fits in ``gram_max_bytes``, and beyond that on the matrix-free operator U ↦ G(GᵀU)/N applied from
+the stored per-layer representations (:class:`~fastspec.grads.GramOperator`; memory
+N·(stored features) + the Lanczos basis, no N × N matrix).
 
 Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
 """
@@ -26,11 +27,12 @@ from torch import nn
 from fastspec.curvature.params import ParamSpec
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
-from fastspec.linalg import eigsh
+from fastspec.linalg import DenseOperator, eigsh
 
 __all__ = ["CovarianceSpectrum", "gradient_covariance_spectrum"]
 
-DENSE_MAX_BYTES = 8 * 2**30  # the dense path's N × N matrices (the Gram and eigh's workspace)
+GRAM_MAX_BYTES = 8 * 2**30  # largest N × N Gram matrix formed by default
+EIGH_MAX_N = 6000  # "auto" beyond this N with k given: Lanczos (eigvalsh is O(N³))
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +82,7 @@ def gradient_covariance_spectrum(
     mode: str = "eval",
     dtype: torch.dtype | None = None,
     method: str = "auto",
+    gram_max_bytes: int = GRAM_MAX_BYTES,
     tol: float = 1e-8,
     seed: int = 0,
     chunk_size: int | None = None,
@@ -94,8 +97,11 @@ def gradient_covariance_spectrum(
         center: covariance C (default) or uncentred second moment M.
         noise_batch_size: B: return the eigenvalues of the minibatch-noise covariance C/B
             (requires ``center=True``).
-        method: ``"auto"`` (dense unless the N × N matrices would exceed 8 GiB, then
-            Lanczos), ``"gram"`` or ``"lanczos"`` (needs ``k < N``).
+        method: ``"gram"`` (every eigenvalue of the assembled Gram matrix), ``"lanczos"``
+            (the top ``k < N``), or ``"auto"``: ``"gram"`` when ``k`` is None or N <= 6000,
+            else ``"lanczos"``.
+        gram_max_bytes: largest N × N Gram matrix to form (default 8 GiB); Lanczos beyond it
+            runs on the matrix-free operator.
         tol: Lanczos residual tolerance.
         seed: Lanczos start-block seed.
 
@@ -124,9 +130,15 @@ def gradient_covariance_spectrum(
     if k is not None and k > rank:
         raise ValueError(f"k must be at most min(N, P) = {rank}, got {k}")
     if method == "auto":
-        method = "gram" if 2 * N * N * 8 <= DENSE_MAX_BYTES or k is None else "lanczos"
+        method = "gram" if k is None or N <= EIGH_MAX_N else "lanczos"
     if method == "lanczos" and (k is None or k >= N):
         raise ValueError(f"method='lanczos' needs k < N = {N}, got k={k}")
+    dense = N * N * torch.finfo(problem.dtype).bits // 8 <= gram_max_bytes
+    if method == "gram" and not dense:
+        raise ValueError(
+            f"the {N} × {N} Gram matrix exceeds gram_max_bytes = {gram_max_bytes}: pass k and "
+            "method='lanczos' (matrix-free), or raise gram_max_bytes"
+        )
     store = GradientStore(problem, data, memory_budget=memory_budget)
     residuals = None
     if method == "gram":
@@ -134,7 +146,12 @@ def gradient_covariance_spectrum(
         values = torch.linalg.eigvalsh(K).flip(0)[: rank if k is None else k]
     else:
         assert k is not None
-        res = eigsh(GramOperator(store, center=center), k, tol=tol, seed=seed)
+        op = (
+            DenseOperator(store.gram(center=center))
+            if dense
+            else GramOperator(store, center=center)
+        )
+        res = eigsh(op, k, tol=tol, seed=seed)
         values, residuals = res.eigenvalues.double(), res.residuals
     if noise_batch_size is not None:
         values = values / noise_batch_size

@@ -7,5 +7,6 @@ Each op has one name through every layer (``csrc/include/fastspec/<op>.h``,
 
 from fastspec.ops.powerlaw_scan import powerlaw_scan
 from fastspec.ops.powerlaw_scan_batch import powerlaw_scan_batch
+from fastspec.ops.seq_gram import seq_gram
 
-__all__ = ["powerlaw_scan", "powerlaw_scan_batch"]
+__all__ = ["powerlaw_scan", "powerlaw_scan_batch", "seq_gram"]

@@ -76,6 +76,8 @@ def test_bad_arguments() -> None:
         gradient_covariance_spectrum(model, loss, (x, y), method="arpack")
     with pytest.raises(ValueError, match="needs k < N"):
         gradient_covariance_spectrum(model, loss, (x, y), method="lanczos")
+    with pytest.raises(ValueError, match="exceeds gram_max_bytes"):
+        gradient_covariance_spectrum(model, loss, (x, y), gram_max_bytes=100)
     with pytest.raises(ValueError, match="noise_batch_size must be >= 1"):
         gradient_covariance_spectrum(model, loss, (x, y), noise_batch_size=0)
     with pytest.raises(ValueError, match="centred"):

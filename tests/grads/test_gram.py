@@ -92,12 +92,14 @@ def test_spectrum_matches_eigh(center: bool, noise_batch_size: int | None) -> No
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_lanczos_path_matches_dense(center: bool) -> None:
+@pytest.mark.parametrize("gram_max_bytes", [0, 2**30], ids=["matrix-free", "assembled"])
+def test_lanczos_path_matches_dense(center: bool, gram_max_bytes: int) -> None:
     model, x, y, loss = make_case("linear_seq", n=60)
     dense = gradient_covariance_spectrum(model, loss, (x, y), k=6, center=center)
     lanczos = gradient_covariance_spectrum(
-        model, loss, (x, y), k=6, center=center, method="lanczos", tol=1e-10, chunk_size=16
-    )
+        model, loss, (x, y), k=6, center=center, method="lanczos", tol=1e-10, chunk_size=16,
+        gram_max_bytes=gram_max_bytes,
+    )  # fmt: skip
     assert lanczos.method == "lanczos" and lanczos.residuals is not None
     assert bool((lanczos.residuals <= 1e-10).all())
     torch.testing.assert_close(lanczos.eigenvalues, dense.eigenvalues, rtol=1e-9, atol=0)
