@@ -89,6 +89,13 @@ def rank_axes(
     ax.set_xlabel("rank k")
     ax.set_ylabel(f"{what} (k-th largest)")
     ax.grid(True, which="major", alpha=0.3)
+    # the axis spans the data points drawn so far (not the fitted lines, which are clipped)
+    points = [
+        np.asarray(ln.get_ydata(), float) for ln in ax.get_lines() if ln.get_linestyle() == "None"
+    ]
+    ys = np.concatenate(points)
+    ax.set_ylim(ys.min() / 2, ys.max() * 2)
+    _legend_below(ax)
 
 
 def ccdf_axes(
@@ -116,11 +123,17 @@ def ccdf_axes(
     ax.set_xlabel(what)
     ax.set_ylabel(f"P({what} ≥ x)  among the top K")
     ax.grid(True, which="major", alpha=0.3)
+    _legend_below(ax)
+
+
+def _legend_below(ax: Any) -> None:
+    """The legend under the axes, where it hides no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
 
 
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -137,8 +150,6 @@ def hessian_figures(report: HessianReport, directory: Path) -> list[Path]:
     axes[0].set_title(f"{report.label}: top-{report.k} Hessian eigenvalues")
     rank_axes(axes[1], gaps, report.eigengap_fit, label="eigengaps", color="C2", what="eigengap")
     axes[1].set_title(f"{report.label}: eigengaps λ_k − λ_(k+1), sorted")
-    for ax in axes:
-        ax.legend(loc="upper right")
     out.append(directory / "spectrum.png")
     _save(fig, out[-1])
 
@@ -147,8 +158,6 @@ def hessian_figures(report: HessianReport, directory: Path) -> list[Path]:
     ccdf_axes(axes[1], gaps, report.eigengap_fit, label="eigengaps", color="C2", what="eigengap")
     axes[0].set_title(f"{report.label}: CCDF of the top eigenvalues")
     axes[1].set_title(f"{report.label}: CCDF of the eigengaps")
-    for ax in axes:
-        ax.legend(loc="upper right")
     out.append(directory / "ccdf.png")
     _save(fig, out[-1])
 
@@ -181,12 +190,11 @@ def comparison_figure(
     several spectra with their fitted laws on each."""
     plt = _pyplot()
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.0), squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels):
         for i, (label, values, fit) in enumerate(curves):
             rank_axes(ax, values, fit, label=label, color=f"C{i}", what=what)
         ax.set_title(title)
-        ax.legend(loc="upper right")
     if suptitle:
         fig.suptitle(suptitle)
     _save(fig, path)
@@ -234,8 +242,6 @@ def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
     ccdf_axes(axes[1], ev, report.covariance_fit, label="gradient covariance", what=what)
     axes[0].set_title(f"{report.label}: gradient-covariance spectrum")
     axes[1].set_title(f"{report.label}: CCDF of the covariance spectrum")
-    for ax in axes:
-        ax.legend(loc="upper right")
     out.append(directory / "covariance.png")
     _save(fig, out[-1])
     if report.tails:
@@ -250,7 +256,7 @@ def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("fraction of samples passing")
         ax.set_title(f"{report.label}: heavy tail or Gaussian? (P2's tests)")
-        ax.legend(loc="upper right")
+        _legend_below(ax)
         ax.grid(True, axis="y", alpha=0.3)
         out.append(directory / "tails.png")
         _save(fig, out[-1])
