@@ -29,7 +29,7 @@ from torch import nn
 
 from fastspec.analysis._io import atomic_dir, plain, read_json, write_json
 from fastspec.analysis._progress import note
-from fastspec.analysis.hessian import Loss, _try_fit
+from fastspec.analysis.hessian import Loss, _fit, _try_fit
 from fastspec.curvature.data import as_batches, pair
 from fastspec.curvature.mode import model_mode
 from fastspec.grads import (
@@ -141,10 +141,6 @@ class GradientReport:
 
 def _d(x: Any) -> Any:
     return None if x is None else x.to_dict()
-
-
-def _fit(d: dict[str, Any] | None) -> SpectrumFit | None:
-    return None if d is None else SpectrumFit(**d)
 
 
 def _spectrum(d: dict[str, Any]) -> CovarianceSpectrum:

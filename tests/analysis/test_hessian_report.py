@@ -114,3 +114,13 @@ def test_bad_k(problem: tuple, k: object, error: type, match: str) -> None:
     model, loss, data = problem
     with pytest.raises(error, match=match):
         analyze_hessian(model, loss, data, k=k, **OPTS)  # type: ignore[arg-type]
+
+
+def test_progress_goes_to_stderr(problem: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+    model, loss, data = problem
+    analyze_hessian(model, loss, data, k=3, trace_matvecs=4, density_probes=1, density_steps=4,
+                    progress=True, label="mlp", **OPTS)  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for step in ("top-3 Hessian eigenpairs", "Hessian trace", "spectral density"):
+        assert step in captured.err
