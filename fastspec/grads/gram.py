@@ -178,6 +178,6 @@ def _choose(f: Feature, num_samples: int, memory_budget: int) -> str:
 
 
 def _center(K: torch.Tensor) -> torch.Tensor:
-    """H K H with H = I − 11ᵀ/N."""
-    K = K - K.mean(0, keepdim=True)
-    return K - K.mean(1, keepdim=True)
+    """H K H with H = I − 11ᵀ/N, in place (no second N × N matrix)."""
+    K.sub_(K.mean(0, keepdim=True))
+    return K.sub_(K.mean(1, keepdim=True))
