@@ -64,17 +64,15 @@ class Feature(abc.ABC):
     def select(self, lo: int, hi: int) -> Feature:
         """The same parameter's gradients for samples ``lo:hi``."""
 
-    def nbytes(self) -> int:
-        """Bytes held."""
-        return sum(t.numel() * t.element_size() for t in self.__dict__.values() if _is_t(t))
-
-    def costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) of the full N × N Gram in this form (N = num_samples)."""
-        return float(num_samples) ** 2 * self.numel, self.nbytes() / max(1, self.n)
+    def costs(self, num_samples: int) -> float:
+        """Flops of the full N × N Gram in this form (N = num_samples)."""
+        return float(num_samples) ** 2 * self.numel
 
     def dense_costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) of the Gram when materialised: N²·p, p elements."""
-        return float(num_samples) ** 2 * self.numel, float(self.numel * 8)
+        """(flops, bytes) of the N × N Gram when materialised: N²·p, N·p elements (8 bytes
+        each: float64, an upper bound)."""
+        N = float(num_samples)
+        return N * N * self.numel, N * self.numel * 8
 
     def dense(self) -> Dense:
         return Dense(self.materialise())
@@ -89,10 +87,6 @@ def _seq_gram(
     if a_i.device.type == "cpu":
         return ops.seq_gram(a_i, g_i, a_j, g_j)
     return reference.seq_gram(a_i, g_i, a_j, g_j)
-
-
-def _is_t(t: object) -> bool:
-    return isinstance(t, torch.Tensor)
 
 
 @dataclass(eq=False)
@@ -185,17 +179,15 @@ class Outer(Feature):
             out[:, lo : lo + step] = torch.einsum("bnrto,nrto->nb", Wa, self.g)
         return out
 
-    def costs(self, num_samples: int) -> tuple[float, float]:
+    def costs(self, num_samples: int) -> float:
         _, R, T, d_in = self.a.shape
-        d_out = self.g.shape[-1]
         N = float(num_samples)
-        return N * N * R * T * T * (d_in + d_out), float(R * T * (d_in + d_out) * 8)
+        return N * N * R * T * T * (d_in + self.g.shape[-1])
 
     def dense_costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) when materialised: N·T·p to form, N²·p for the Gram."""
-        T = self.a.shape[2]
-        N = float(num_samples)
-        return N * T * self.numel + N * N * self.numel, float(self.numel * 8)
+        """N·T·p flops to form the gradients and N²·p for their Gram; N·p elements."""
+        flops, nbytes = super().dense_costs(num_samples)
+        return flops + float(num_samples) * self.a.shape[2] * self.numel, nbytes
 
 
 @dataclass(eq=False)
@@ -260,7 +252,6 @@ class Index(Feature):
         rows = W.reshape(W.shape[0], self.num_embeddings, D)[:, self.idx]  # [B, n, T, D]
         return torch.einsum("bntd,ntd->nb", rows, self.g)
 
-    def costs(self, num_samples: int) -> tuple[float, float]:
+    def costs(self, num_samples: int) -> float:
         _, T, D = self.g.shape
-        N = float(num_samples)
-        return N * N * T * T * D, float(T * (D + 1) * 8)
+        return float(num_samples) ** 2 * T * T * D

@@ -170,9 +170,8 @@ def gradient_gram(
 def _choose(f: Feature, num_samples: int, memory_budget: int) -> str:
     if isinstance(f, Dense):
         return "materialised"
-    implicit_flops, _ = f.costs(num_samples)
     dense_flops, dense_bytes = f.dense_costs(num_samples)
-    if dense_bytes * num_samples > memory_budget or implicit_flops <= dense_flops:
+    if dense_bytes > memory_budget or f.costs(num_samples) <= dense_flops:
         return "implicit"
     return "materialised"
 
