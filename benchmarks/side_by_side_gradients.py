@@ -236,6 +236,7 @@ def main() -> None:
     ap.add_argument("--problems", nargs="*", default=["mlp", "transformer", "mlp20k"])
     ap.add_argument("--skip", nargs="*", default=[])
     ap.add_argument("--smoke", action="store_true", help="tiny problems, nothing recorded (CI)")
+    ap.add_argument("--results", default="gradients_vs_peers", help="results/<name>.md")
     ap.add_argument(
         "--worker", nargs=3, metavar=("METHOD", "PROBLEM", "OUT"), help=argparse.SUPPRESS
     )
@@ -329,7 +330,7 @@ def main() -> None:
     from record import write_markdown
 
     write_markdown(
-        "gradients_vs_peers", "Gradient covariance spectrum: fastspec vs peers", header, rows, note
+        args.results, "Gradient covariance spectrum: fastspec vs peers", header, rows, note
     )
 
 

@@ -81,10 +81,11 @@ class Feature(abc.ABC):
 def _seq_gram(
     a_i: torch.Tensor, g_i: torch.Tensor, a_j: torch.Tensor, g_j: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_{t,s} (a_it·a_js)(g_it·g_js): the fused native kernel on CPU (as fast as the two-GEMM
-    twin in benchmarks/bench_seq_gram.py and without its [rows·T, N_j·S] tiles); the twin on
-    CUDA, where cuBLAS GEMMs beat the simple CUDA kernel (not measured on a GPU yet)."""
-    if a_i.device.type == "cpu":
+    """Σ_{t,s} (a_it·a_js)(g_it·g_js). On CPU the fused native kernel from T·S >= 64 position
+    pairs, where it beat the two-GEMM twin (benchmarks/results/ops_seq_gram.md: 1.5× at T = 8,
+    1.25× at T = 16, and without the twin's [rows·T, N_j·S] tiles), the twin below (BLAS wins
+    at T <= 4); on CUDA the twin (cuBLAS; the CUDA kernel has not been timed on a GPU)."""
+    if a_i.device.type == "cpu" and a_i.shape[1] * a_j.shape[1] >= 64:
         return ops.seq_gram(a_i, g_i, a_j, g_j)
     return reference.seq_gram(a_i, g_i, a_j, g_j)
 
