@@ -14,7 +14,7 @@ covariance code needs without necessarily forming G:
 - :class:`Index`: an embedding table: G_i = Σ_t e_{idx_it} g_itᵀ, Gram block
   Σ_{t,s} [idx_it = idx_js] (g_it·g_js).
 
-Every representation offers ``materialise`` ([n, p]), ``total`` (Σ_i G_i, [p]), ``gram`` with
+Every representation offers ``materialise`` ([n, p]), ``select`` (a range of samples), ``gram`` with
 another chunk's representation of the same parameter ([n, m]), ``rmatmul`` (Uᵀ G, [B, p]) and
 ``matmul`` (G Wᵀ, [n, B]) for the matrix-free covariance operator, and ``costs`` to choose
 between the implicit form and materialising.
@@ -43,10 +43,6 @@ class Feature(abc.ABC):
     @abc.abstractmethod
     def materialise(self) -> torch.Tensor:
         """G [n, p]."""
-
-    @abc.abstractmethod
-    def total(self) -> torch.Tensor:
-        """Σ_i G_i [p]: the gradient of the summed per-sample losses."""
 
     @abc.abstractmethod
     def gram(self, other: Feature) -> torch.Tensor:
@@ -105,9 +101,6 @@ class Dense(Feature):
     def select(self, lo: int, hi: int) -> Dense:
         return Dense(self.G[lo:hi])
 
-    def total(self) -> torch.Tensor:
-        return self.G.sum(0)
-
     def gram(self, other: Feature) -> torch.Tensor:
         return self.G @ other.materialise().T
 
@@ -142,9 +135,6 @@ class Outer(Feature):
 
     def select(self, lo: int, hi: int) -> Outer:
         return Outer(self.a[lo:hi], self.g[lo:hi])
-
-    def total(self) -> torch.Tensor:
-        return torch.einsum("nrto,nrti->roi", self.g, self.a).reshape(-1)
 
     def gram(self, other: Feature) -> torch.Tensor:
         if not isinstance(other, Outer):
@@ -217,12 +207,6 @@ class Index(Feature):
         out = torch.zeros(n, self.num_embeddings, D, dtype=self.g.dtype, device=self.g.device)
         out.scatter_add_(1, self.idx[..., None].expand(n, T, D), self.g)
         return out.reshape(n, -1)
-
-    def total(self) -> torch.Tensor:
-        D = self.g.shape[-1]
-        out = torch.zeros(self.num_embeddings, D, dtype=self.g.dtype, device=self.g.device)
-        out.index_add_(0, self.idx.reshape(-1), self.g.reshape(-1, D))
-        return out.reshape(-1)
 
     def gram(self, other: Feature) -> torch.Tensor:
         if not isinstance(other, Index):
