@@ -18,7 +18,7 @@ Problems (float64):
 Every method returns all N eigenvalues of the centred gradient covariance (the eigenvalues of
 (1/N)(G − 1ḡᵀ)(G − 1ḡᵀ)ᵀ); the peers materialise G [N, P], centre it, form the Gram with one GEMM
 and call ``eigvalsh``. Each method runs in its own subprocess so that its peak resident memory
-(``ru_maxrss``, which counts torch's CPU tensors, unlike tracemalloc) is its own; the parent
+(``VmHWM``, which counts torch's CPU tensors, unlike tracemalloc) is its own; the parent
 compares every spectrum with fastspec's and times one full-data gradient pass as the unit of
 cost. Writes benchmarks/results/gradients_vs_peers.md (or prints only, with --smoke).
 """
@@ -180,11 +180,19 @@ RUNNERS = {
 }
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image (VmHWM; unlike ru_maxrss it does not inherit
+    the parent's peak across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(method: str, name: str, smoke: bool, out: str) -> None:
     """Run one method in this (fresh) process; write its eigenvalues, time and peak RSS."""
     model, X, y, loss = build(name, smoke)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result: dict[str, Any] = {"baseline_mb": base / 1024}
+    result: dict[str, Any] = {"baseline_mb": peak_rss_mb()}
     try:
         RUNNERS[method](copy.deepcopy(model), X[:8], y[:8], loss)  # warm-up: first-call costs
         start = time.perf_counter()
@@ -193,7 +201,7 @@ def worker(method: str, name: str, smoke: bool, out: str) -> None:
         torch.save(values, out + ".pt")
     except Exception as exc:  # a peer that cannot run this model is a result
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_rss_mb()
     result.update(EXTRA)
     Path(out).write_text(json.dumps(result))
 
@@ -228,6 +236,7 @@ def main() -> None:
     ap.add_argument("--problems", nargs="*", default=["mlp", "transformer", "mlp20k"])
     ap.add_argument("--skip", nargs="*", default=[])
     ap.add_argument("--smoke", action="store_true", help="tiny problems, nothing recorded (CI)")
+    ap.add_argument("--results", default="gradients_vs_peers", help="results/<name>.md")
     ap.add_argument(
         "--worker", nargs=3, metavar=("METHOD", "PROBLEM", "OUT"), help=argparse.SUPPRESS
     )
@@ -310,7 +319,7 @@ def main() -> None:
             "Every method computes all N eigenvalues of the centred gradient covariance in "
             "float64 (fastspec: `gradient_covariance_spectrum`; peers: per-sample gradients "
             "[N, P] + centring + one Gram GEMM + `eigvalsh`), each in a fresh subprocess after a warm-up call on 8 samples; peak "
-            "RSS is `ru_maxrss` of that process (torch, the data and the model are in the "
+            "RSS is `VmHWM` of that process (torch, the data and the model are in the "
             "'before' column). max |Δλ|/λ₁: largest eigenvalue difference to fastspec's, relative "
             "to the top eigenvalue. OMP_NUM_THREADS as in the environment.",
         ]
@@ -321,7 +330,7 @@ def main() -> None:
     from record import write_markdown
 
     write_markdown(
-        "gradients_vs_peers", "Gradient covariance spectrum: fastspec vs peers", header, rows, note
+        args.results, "Gradient covariance spectrum: fastspec vs peers", header, rows, note
     )
 
 

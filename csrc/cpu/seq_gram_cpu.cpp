@@ -1,7 +1,7 @@
-// CPU kernel of seq_gram (see include/fastspec/seq_gram.h). OpenMP over tiles of (i, j) sample
-// pairs; within a pair, 4 x 4 blocks of position pairs (t, s) whose a- and g-dot products are
-// accumulated in kLanes-wide partial sums (vectorised by the compiler), multiplied and summed
-// into the pair's entry. Nothing of size T x S is stored.
+// CPU kernel of seq_gram (see include/fastspec/seq_gram.h). OpenMP over tiles of kTile x kTile
+// sample pairs; within a tile, 4 x 4 register blocks of (sample, position) rows and columns whose
+// a- and g-dot products are accumulated in vector-wide partial sums (vectorised by the compiler),
+// multiplied, and summed into the tile's entries. Nothing of size T x S is stored.
 #include <algorithm>
 #include <cstdint>
 
@@ -27,7 +27,7 @@ constexpr int64_t kMinParallelWork = 1 << 20;
 
 template <typename T>
 constexpr int64_t lanes() {
-  return 32 / static_cast<int64_t>(sizeof(T));  // one 256-bit vector
+  return 64 / static_cast<int64_t>(sizeof(T));  // one 512-bit vector (two 256-bit ones)
 }
 
 // dots[x][y] = row_x(A) . row_y(B) for kRows rows of A (stride d) and kCols rows of B
@@ -54,70 +54,74 @@ FASTSPEC_INLINE void dot_block(const T* const* A, const T* const* B, int64_t d, 
   }
 }
 
+// One tile: samples [i0, i1) x [j0, j1). Rows are the flattened (sample, position) pairs
+// r = i * T + t of a_i/g_i (contiguous), columns c = j * S + s of a_j/g_j; each 4 x 4 block of
+// (row, column) dot products adds da * dg to out[r / T, c / S], so short sequences waste nothing.
 template <typename T>
-FASTSPEC_INLINE double pair_entry(const SeqGramArgs& a, int64_t i, int64_t j) {
-  const T* ai = static_cast<const T*>(a.a_i) + i * a.t_i * a.d_in;   // [T, D_in]
-  const T* gi = static_cast<const T*>(a.g_i) + i * a.t_i * a.d_out;  // [T, D_out]
-  const T* aj = static_cast<const T*>(a.a_j) + j * a.t_j * a.d_in;   // [S, D_in]
-  const T* gj = static_cast<const T*>(a.g_j) + j * a.t_j * a.d_out;  // [S, D_out]
-  double total = 0.0;
-  for (int64_t t = 0; t < a.t_i; t += kRows) {
+FASTSPEC_INLINE void tile(const SeqGramArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  const T* A = static_cast<const T*>(a.a_i);  // [N_i * T, D_in]
+  const T* G = static_cast<const T*>(a.g_i);  // [N_i * T, D_out]
+  const T* B = static_cast<const T*>(a.a_j);  // [N_j * S, D_in]
+  const T* H = static_cast<const T*>(a.g_j);  // [N_j * S, D_out]
+  double acc[kTile][kTile] = {};              // out[i0 + x, j0 + y]
+  const int64_t r0 = i0 * a.t_i, r1 = i1 * a.t_i;
+  const int64_t c0 = j0 * a.t_j, c1 = j1 * a.t_j;
+  for (int64_t r = r0; r < r1; r += kRows) {
     const T* rows_a[kRows];
     const T* rows_g[kRows];
     for (int64_t x = 0; x < kRows; ++x) {  // rows past the end repeat the last one (ignored)
-      const int64_t tt = std::min(t + x, a.t_i - 1);
-      rows_a[x] = ai + tt * a.d_in;
-      rows_g[x] = gi + tt * a.d_out;
+      const int64_t rr = std::min(r + x, r1 - 1);
+      rows_a[x] = A + rr * a.d_in;
+      rows_g[x] = G + rr * a.d_out;
     }
-    for (int64_t s = 0; s < a.t_j; s += kCols) {
+    for (int64_t c = c0; c < c1; c += kCols) {
       const T* cols_a[kCols];
       const T* cols_g[kCols];
       for (int64_t y = 0; y < kCols; ++y) {
-        const int64_t ss = std::min(s + y, a.t_j - 1);
-        cols_a[y] = aj + ss * a.d_in;
-        cols_g[y] = gj + ss * a.d_out;
+        const int64_t cc = std::min(c + y, c1 - 1);
+        cols_a[y] = B + cc * a.d_in;
+        cols_g[y] = H + cc * a.d_out;
       }
       T da[kRows][kCols];
       T dg[kRows][kCols];
       dot_block<T>(rows_a, cols_a, a.d_in, da);
       dot_block<T>(rows_g, cols_g, a.d_out, dg);
-      const int64_t nx = std::min(kRows, a.t_i - t);
-      const int64_t ny = std::min(kCols, a.t_j - s);
+      const int64_t nx = std::min(kRows, r1 - r);
+      const int64_t ny = std::min(kCols, c1 - c);
       for (int64_t x = 0; x < nx; ++x) {
+        const int64_t i = (r + x) / a.t_i - i0;
         for (int64_t y = 0; y < ny; ++y)
-          total += static_cast<double>(da[x][y]) * static_cast<double>(dg[x][y]);
+          acc[i][(c + y) / a.t_j - j0] += static_cast<double>(da[x][y]) * static_cast<double>(dg[x][y]);
       }
     }
   }
-  return total;
+  T* out = static_cast<T*>(a.out);
+  for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t j = j0; j < j1; ++j) out[i * a.n_j + j] = static_cast<T>(acc[i - i0][j - j0]);
+  }
 }
 
-FASTSPEC_CLONES double pair_entry_f64(const SeqGramArgs& a, int64_t i, int64_t j) {
-  return pair_entry<double>(a, i, j);
+FASTSPEC_CLONES void tile_f64(const SeqGramArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  tile<double>(a, i0, i1, j0, j1);
 }
-FASTSPEC_CLONES double pair_entry_f32(const SeqGramArgs& a, int64_t i, int64_t j) {
-  return pair_entry<float>(a, i, j);
-}
-
-template <typename T>
-double entry(const SeqGramArgs& a, int64_t i, int64_t j) {
-  if constexpr (sizeof(T) == sizeof(double)) return pair_entry_f64(a, i, j);
-  return pair_entry_f32(a, i, j);
+FASTSPEC_CLONES void tile_f32(const SeqGramArgs& a, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  tile<float>(a, i0, i1, j0, j1);
 }
 
 template <typename T>
 void run(const SeqGramArgs& a) {
-  T* out = static_cast<T*>(a.out);
   const int64_t tiles_i = (a.n_i + kTile - 1) / kTile;
   const int64_t tiles_j = (a.n_j + kTile - 1) / kTile;
   const bool parallel = a.n_i * a.n_j * a.t_i * a.t_j * (a.d_in + a.d_out) > kMinParallelWork;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) if (parallel)
   for (int64_t bi = 0; bi < tiles_i; ++bi) {
     for (int64_t bj = 0; bj < tiles_j; ++bj) {
-      const int64_t i_end = std::min(a.n_i, (bi + 1) * kTile);
-      const int64_t j_end = std::min(a.n_j, (bj + 1) * kTile);
-      for (int64_t i = bi * kTile; i < i_end; ++i) {
-        for (int64_t j = bj * kTile; j < j_end; ++j) out[i * a.n_j + j] = static_cast<T>(entry<T>(a, i, j));
+      const int64_t i0 = bi * kTile, i1 = std::min(a.n_i, i0 + kTile);
+      const int64_t j0 = bj * kTile, j1 = std::min(a.n_j, j0 + kTile);
+      if constexpr (sizeof(T) == sizeof(double)) {
+        tile_f64(a, i0, i1, j0, j1);
+      } else {
+        tile_f32(a, i0, i1, j0, j1);
       }
     }
   }

@@ -14,7 +14,7 @@ covariance code needs without necessarily forming G:
 - :class:`Index`: an embedding table: G_i = Σ_t e_{idx_it} g_itᵀ, Gram block
   Σ_{t,s} [idx_it = idx_js] (g_it·g_js).
 
-Every representation offers ``materialise`` ([n, p]), ``total`` (Σ_i G_i, [p]), ``gram`` with
+Every representation offers ``materialise`` ([n, p]), ``select`` (a range of samples), ``gram`` with
 another chunk's representation of the same parameter ([n, m]), ``rmatmul`` (Uᵀ G, [B, p]) and
 ``matmul`` (G Wᵀ, [n, B]) for the matrix-free covariance operator, and ``costs`` to choose
 between the implicit form and materialising.
@@ -45,10 +45,6 @@ class Feature(abc.ABC):
         """G [n, p]."""
 
     @abc.abstractmethod
-    def total(self) -> torch.Tensor:
-        """Σ_i G_i [p]: the gradient of the summed per-sample losses."""
-
-    @abc.abstractmethod
     def gram(self, other: Feature) -> torch.Tensor:
         """G Hᵀ [n, m] with ``other`` (H [m, p]) of the same parameter and kind."""
 
@@ -64,17 +60,15 @@ class Feature(abc.ABC):
     def select(self, lo: int, hi: int) -> Feature:
         """The same parameter's gradients for samples ``lo:hi``."""
 
-    def nbytes(self) -> int:
-        """Bytes held."""
-        return sum(t.numel() * t.element_size() for t in self.__dict__.values() if _is_t(t))
-
-    def costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) of the full N × N Gram in this form (N = num_samples)."""
-        return float(num_samples) ** 2 * self.numel, self.nbytes() / max(1, self.n)
+    def costs(self, num_samples: int) -> float:
+        """Flops of the full N × N Gram in this form (N = num_samples)."""
+        return float(num_samples) ** 2 * self.numel
 
     def dense_costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) of the Gram when materialised: N²·p, p elements."""
-        return float(num_samples) ** 2 * self.numel, float(self.numel * 8)
+        """(flops, bytes) of the N × N Gram when materialised: N²·p, N·p elements (8 bytes
+        each: float64, an upper bound)."""
+        N = float(num_samples)
+        return N * N * self.numel, N * self.numel * 8
 
     def dense(self) -> Dense:
         return Dense(self.materialise())
@@ -83,16 +77,13 @@ class Feature(abc.ABC):
 def _seq_gram(
     a_i: torch.Tensor, g_i: torch.Tensor, a_j: torch.Tensor, g_j: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_{t,s} (a_it·a_js)(g_it·g_js): the fused native kernel on CPU (as fast as the two-GEMM
-    twin in benchmarks/bench_seq_gram.py and without its [rows·T, N_j·S] tiles); the twin on
-    CUDA, where cuBLAS GEMMs beat the simple CUDA kernel (not measured on a GPU yet)."""
-    if a_i.device.type == "cpu":
+    """Σ_{t,s} (a_it·a_js)(g_it·g_js). On CPU the fused native kernel from T·S >= 64 position
+    pairs, where it beat the two-GEMM twin (benchmarks/results/ops_seq_gram.md: 1.5× at T = 8,
+    1.25× at T = 16, and without the twin's [rows·T, N_j·S] tiles), the twin below (BLAS wins
+    at T <= 4); on CUDA the twin (cuBLAS; the CUDA kernel has not been timed on a GPU)."""
+    if a_i.device.type == "cpu" and a_i.shape[1] * a_j.shape[1] >= 64:
         return ops.seq_gram(a_i, g_i, a_j, g_j)
     return reference.seq_gram(a_i, g_i, a_j, g_j)
-
-
-def _is_t(t: object) -> bool:
-    return isinstance(t, torch.Tensor)
 
 
 @dataclass(eq=False)
@@ -109,9 +100,6 @@ class Dense(Feature):
 
     def select(self, lo: int, hi: int) -> Dense:
         return Dense(self.G[lo:hi])
-
-    def total(self) -> torch.Tensor:
-        return self.G.sum(0)
 
     def gram(self, other: Feature) -> torch.Tensor:
         return self.G @ other.materialise().T
@@ -148,9 +136,6 @@ class Outer(Feature):
     def select(self, lo: int, hi: int) -> Outer:
         return Outer(self.a[lo:hi], self.g[lo:hi])
 
-    def total(self) -> torch.Tensor:
-        return torch.einsum("nrto,nrti->roi", self.g, self.a).reshape(-1)
-
     def gram(self, other: Feature) -> torch.Tensor:
         if not isinstance(other, Outer):
             return self.materialise() @ other.materialise().T
@@ -185,17 +170,15 @@ class Outer(Feature):
             out[:, lo : lo + step] = torch.einsum("bnrto,nrto->nb", Wa, self.g)
         return out
 
-    def costs(self, num_samples: int) -> tuple[float, float]:
+    def costs(self, num_samples: int) -> float:
         _, R, T, d_in = self.a.shape
-        d_out = self.g.shape[-1]
         N = float(num_samples)
-        return N * N * R * T * T * (d_in + d_out), float(R * T * (d_in + d_out) * 8)
+        return N * N * R * T * T * (d_in + self.g.shape[-1])
 
     def dense_costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes per sample) when materialised: N·T·p to form, N²·p for the Gram."""
-        T = self.a.shape[2]
-        N = float(num_samples)
-        return N * T * self.numel + N * N * self.numel, float(self.numel * 8)
+        """N·T·p flops to form the gradients and N²·p for their Gram; N·p elements."""
+        flops, nbytes = super().dense_costs(num_samples)
+        return flops + float(num_samples) * self.a.shape[2] * self.numel, nbytes
 
 
 @dataclass(eq=False)
@@ -224,12 +207,6 @@ class Index(Feature):
         out = torch.zeros(n, self.num_embeddings, D, dtype=self.g.dtype, device=self.g.device)
         out.scatter_add_(1, self.idx[..., None].expand(n, T, D), self.g)
         return out.reshape(n, -1)
-
-    def total(self) -> torch.Tensor:
-        D = self.g.shape[-1]
-        out = torch.zeros(self.num_embeddings, D, dtype=self.g.dtype, device=self.g.device)
-        out.index_add_(0, self.idx.reshape(-1), self.g.reshape(-1, D))
-        return out.reshape(-1)
 
     def gram(self, other: Feature) -> torch.Tensor:
         if not isinstance(other, Index):
@@ -260,7 +237,6 @@ class Index(Feature):
         rows = W.reshape(W.shape[0], self.num_embeddings, D)[:, self.idx]  # [B, n, T, D]
         return torch.einsum("bntd,ntd->nb", rows, self.g)
 
-    def costs(self, num_samples: int) -> tuple[float, float]:
+    def costs(self, num_samples: int) -> float:
         _, T, D = self.g.shape
-        N = float(num_samples)
-        return N * N * T * T * D, float(T * (D + 1) * 8)
+        return float(num_samples) ** 2 * T * T * D

@@ -170,14 +170,13 @@ def gradient_gram(
 def _choose(f: Feature, num_samples: int, memory_budget: int) -> str:
     if isinstance(f, Dense):
         return "materialised"
-    implicit_flops, _ = f.costs(num_samples)
     dense_flops, dense_bytes = f.dense_costs(num_samples)
-    if dense_bytes * num_samples > memory_budget or implicit_flops <= dense_flops:
+    if dense_bytes > memory_budget or f.costs(num_samples) <= dense_flops:
         return "implicit"
     return "materialised"
 
 
 def _center(K: torch.Tensor) -> torch.Tensor:
-    """H K H with H = I − 11ᵀ/N."""
-    K = K - K.mean(0, keepdim=True)
-    return K - K.mean(1, keepdim=True)
+    """H K H with H = I − 11ᵀ/N, in place (no second N × N matrix)."""
+    K.sub_(K.mean(0, keepdim=True))
+    return K.sub_(K.mean(1, keepdim=True))
