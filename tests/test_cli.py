@@ -225,3 +225,19 @@ def test_run_without_the_plots_extra(
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     _error(capsys, ["run", "--quick", "--out", str(tmp_path / "r")], match)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--models", "mlp"], "models must be among"),
+        (["--k", "1"], "k and tracker_k must be >= 2"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--models", ""],
+         "torch sees no CUDA GPU" if not torch.cuda.is_available() else "models must be among"),
+    ],
+)  # fmt: skip
+def test_run_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], match: str
+) -> None:
+    _error(capsys, ["run", "--quick", "--out", str(tmp_path / "r"), *args], match)
+    assert list(tmp_path.iterdir()) == []
