@@ -21,7 +21,9 @@ def torch_path(V: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return torch.addmm(W, V.mT, V @ W, alpha=-1.0)
 
 
-@pytest.fixture(params=[(200, 1), (200, 2), (200, 4), (200, 8), (50, 16)], ids=lambda p: f"n{p[0]}-B{p[1]}")
+@pytest.fixture(
+    params=[(200, 1), (200, 2), (200, 4), (200, 8), (50, 16)], ids=lambda p: f"n{p[0]}-B{p[1]}"
+)
 def problem(request: pytest.FixtureRequest, smoke: bool, device: torch.device):  # type: ignore[no-untyped-def]
     n, B = request.param
     P = 3_000 if smoke else 300_000

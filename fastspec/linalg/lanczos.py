@@ -9,7 +9,10 @@ Algorithm (the references are the papers the method comes from):
 - Full reorthogonalisation, "twice is enough": every new block is orthogonalised against the
   whole basis, locked vectors included, by two classical Gram–Schmidt passes with a block QR
   after each (BCGS2: Giraud, Langou, Rozložník & van den Eshof, Numer. Math. 101, 2005;
-  Barlow & Smoktunowicz, Numer. Math. 123, 2013). No ghost eigenvalues.
+  Barlow & Smoktunowicz, Numer. Math. 123, 2013). No ghost eigenvalues. The second pass is
+  skipped when the first provably sufficed (the block form of the test of Daniel, Gragg,
+  Kaufman & Stewart, Math. Comp. 30, 1976): after the local three-term recurrence it almost
+  always does, which halves the basis sweeps per step.
 - Breakdown (an invariant subspace found): dependent directions of the new block are
   replaced by random ones orthogonal to the basis. Since a block Krylov space holds at most
   ``B`` copies of an eigenvalue, a run that broke down is only declared converged after a
@@ -619,7 +622,8 @@ class _BlockLanczos:
         """Block steps between convergence checks.
 
         A check costs an ``eigh`` of the ``m × m`` projected matrix (about ``10 m³`` flops); a
-        block step at least the four basis sweeps of the orthogonalisation (``8 P n B``). Checks
+        block step the basis sweeps of the orthogonalisation (taken as the four of two passes,
+        ``8 P n B``, although the second pass is usually skipped). Checks
         are spaced so that they cost at most ``_CHECK_COST_SHARE`` of the steps between them,
         and at least ``_MIN_CHECKS_PER_CYCLE`` happen per restart cycle.
         """
