@@ -353,7 +353,6 @@ class _State:
     num_matvecs: int = 0
     num_restarts: int = 0
     num_single_pass: int = 0  # orthonormalisations that needed one Gram–Schmidt pass
-    num_recomputed: int = 0  # final residuals recomputed with a fresh product (stored AV only)
     # invariant-subspace breakdowns and the fresh-start verification (see _BlockLanczos.run)
     broke: bool = False
     verify_values: np.ndarray | None = None
@@ -827,7 +826,6 @@ class _BlockLanczos:
             self._rayleigh_residual(Xc, AXc, th, r, 0)
             theta[idx.to(self.small)] = th
             res[idx.to(self.small)] = r
-        self.s.num_recomputed = int(unsure.shape[0])
 
     def _stored_rounding(self, anorm: float) -> float:
         """Bound on ``‖AX_stored − A X‖`` per vector: each rotation of the ``M``-row buffers
