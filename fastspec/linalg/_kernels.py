@@ -3,10 +3,13 @@
 These are the only places where :mod:`fastspec.linalg` touches length-``P`` data besides the
 operator itself, so each is the swap point for a fused native op from :mod:`fastspec.ops`:
 
-- :func:`project`: one classical Gram–Schmidt pass ``W ← W − Q(QᵀW)``;
-- :func:`orthonormalize_block`: two passes with a block QR after each (BCGS2, "twice is
-  enough": Giraud, Langou, Rozložník & van den Eshof, Numer. Math. 101, 2005; Barlow &
-  Smoktunowicz, Numer. Math. 123, 2013);
+- :func:`project_rows`: one classical Gram–Schmidt pass ``W ← W − Vᵀ(VW)`` against a basis
+  stored as rows, with the input column
+  norms, through the native :func:`fastspec.ops.block_orthogonalize` where it was measured faster
+  (``USE_NATIVE``); the "twice is enough" orthonormalisation built on it (BCGS2 with a DGKS
+  test that skips the second pass when the first one provably sufficed) lives in
+  :meth:`fastspec.linalg.lanczos._BlockLanczos._orthonormalize`, which owns the host
+  synchronisation the test needs;
 - :func:`block_qr`: the QR factorisation of a block;
 - :func:`three_term`: the block three-term recurrence ``W ← W − Q_prev C_prevᵀ``,
   ``α = QᵀW``, ``W ← W − Qα``;
@@ -22,59 +25,35 @@ from __future__ import annotations
 
 import torch
 
+from fastspec import ops
+
 #: elements of the temporary used by :func:`rotate_rows` (about 32 MiB of float64)
 _ROTATE_CHUNK_ELEMS = 1 << 22
 
 
-def project(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """One classical Gram–Schmidt pass: ``W − Q(QᵀW)``.
+#: block widths for which :func:`project_rows` runs natively, per device: where the native op
+#: beat the two BLAS calls (``benchmarks/results/ops_block_orthogonalize.md``: 1.66x at B = 2,
+#: 1.09x at B = 4, slower at B = 1, 8, 16 on the 2-core CPU; CUDA never measured)
+USE_NATIVE: dict[str, range] = {"cpu": range(2, 5)}
+
+
+def project_rows(V: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One classical Gram–Schmidt pass against basis rows: ``W − Vᵀ(VW)``, and ``‖W[:, j]‖²``.
 
     Args:
-        Q: ``[P, M]`` with orthonormal columns (may be a strided view; ``M`` may be 0).
+        V: ``[n, P]`` basis vectors as (contiguous) rows; ``n`` may be 0.
         W: ``[P, B]``.
 
     Returns:
-        ``[P, B]``.
+        ``(W_out [P, B], sq_norms [B])``, the squared column norms of the input in float64.
     """
-    if Q.shape[1] == 0:
-        return W
-    return torch.addmm(W, Q, Q.mT @ W, alpha=-1.0)
-
-
-def orthogonalize(Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """``W ← W − Q(QᵀW)`` twice (for blocks of comparable column scales, e.g. random ones).
-
-    Args:
-        Q: ``[P, M]`` with orthonormal columns.
-        W: ``[P, B]``.
-
-    Returns:
-        ``[P, B]``.
-    """
-    return project(Q, project(Q, W))
-
-
-def orthonormalize_block(
-    Q: torch.Tensor, W: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Block classical Gram–Schmidt with reorthogonalisation (BCGS2).
-
-    J. L. Barlow & A. Smoktunowicz, *Reorthogonalized block classical Gram–Schmidt*,
-    Numer. Math. 123, 2013: project, QR, project the *normalised* block again, QR. Normalising
-    between the passes keeps directions of ``W`` with tiny singular values orthogonal to
-    ``range(Q)`` too (two passes on the unnormalised block protect only the block as a whole).
-
-    Args:
-        Q: ``[P, M]`` orthonormal basis.
-        W: ``[P, B]``.
-
-    Returns:
-        ``(Q2, R2, Q1, R1)``: ``W − QQᵀW = Q1 R1`` (first pass) and ``Q1 − QQᵀQ1 = Q2 R2``, so
-        that ``W − QQᵀW ≈ Q2 (R2 R1)`` with ``Q2`` orthonormal and orthogonal to ``Q``.
-    """
-    Q1, R1 = block_qr(project(Q, W))
-    Q2, R2 = block_qr(project(Q, Q1))
-    return Q2, R2, Q1, R1
+    if W.shape[1] in USE_NATIVE.get(W.device.type, ()):
+        out, _, sq = ops.block_orthogonalize(V, W)
+        return out, sq[0]
+    sq = (W * W).sum(dim=0).to(torch.float64)
+    if V.shape[0] == 0:
+        return W, sq
+    return torch.addmm(W, V.mT, V @ W, alpha=-1.0), sq
 
 
 def block_qr(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,10 @@ Algorithm (the references are the papers the method comes from):
 - Full reorthogonalisation, "twice is enough": every new block is orthogonalised against the
   whole basis, locked vectors included, by two classical Gram–Schmidt passes with a block QR
   after each (BCGS2: Giraud, Langou, Rozložník & van den Eshof, Numer. Math. 101, 2005;
-  Barlow & Smoktunowicz, Numer. Math. 123, 2013). No ghost eigenvalues.
+  Barlow & Smoktunowicz, Numer. Math. 123, 2013). No ghost eigenvalues. The second pass is
+  skipped when the first provably sufficed (the block form of the test of Daniel, Gragg,
+  Kaufman & Stewart, Math. Comp. 30, 1976): after the local three-term recurrence it almost
+  always does, which halves the basis sweeps per step.
 - Breakdown (an invariant subspace found): dependent directions of the new block are
   replaced by random ones orthogonal to the basis. Since a block Krylov space holds at most
   ``B`` copies of an eigenvalue, a run that broke down is only declared converged after a
@@ -33,8 +36,9 @@ operator's dtype. Host synchronisation happens once per block step (rank check o
 and finiteness of the operator's output, read together) and once per convergence check, never
 per dot product.
 
-Reported residuals are recomputed from scratch with one more ``matmat`` of the returned vectors
-(counted in ``num_matvecs``), never taken from the Lanczos estimates.
+Reported residuals are never taken from the Lanczos estimates: they are ``‖Av − θv‖`` of the
+returned vectors, from the stored products ``A V`` rotated like the basis (``store_products``)
+or from one more ``matmat`` of the returned vectors (counted in ``num_matvecs``).
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ _DEFAULT_MAX_RESTARTS = 500
 #: steps between them; at least this many checks happen per restart cycle
 _CHECK_COST_SHARE = 0.25
 _MIN_CHECKS_PER_CYCLE = 4
+#: the second Gram–Schmidt pass is skipped when the first kept this share of every unit input
+#: direction (DGKS's 1/√2; ARPACK uses 0.717)
+_REORTH_ETA = 1.0 / math.sqrt(2.0)
+#: ``store_products=None`` keeps ``A V`` when that buffer takes at most this many bytes
+_STORE_PRODUCTS_MAX_BYTES = 1 << 30
 
 
 class ConvergenceWarning(UserWarning):
@@ -206,8 +215,12 @@ def _output_order(values: np.ndarray, which: str) -> np.ndarray:
 # validation and defaults
 
 
-def _default_block_size(k: int) -> int:
-    return 16 if k > 256 else max(1, min(8, k // 8))
+def _default_block_size(k: int, device: torch.device) -> int:
+    if k > 256:
+        return 16
+    # on a CPU a block of products costs about as much per vector as single ones (measured on
+    # the digits-MLP Hessian), while every extra column costs Krylov degree: stay small
+    return max(1, min(2 if device.type == "cpu" else 8, k // 8))
 
 
 def _default_max_basis(k: int, b: int) -> int:
@@ -339,6 +352,7 @@ class _State:
     anorm: float = 0.0
     num_matvecs: int = 0
     num_restarts: int = 0
+    num_single_pass: int = 0  # orthonormalisations that needed one Gram–Schmidt pass
     # invariant-subspace breakdowns and the fresh-start verification (see _BlockLanczos.run)
     broke: bool = False
     verify_values: np.ndarray | None = None
@@ -358,6 +372,7 @@ class _BlockLanczos:
         gen: torch.Generator,
         v0: torch.Tensor | None,
         report: _Reporter,
+        store_products: bool,
     ) -> None:
         self.A, self.k, self.which, self.tol, self.b, self.M = A, k, which, tol, b, M
         self.max_restarts = max_restarts
@@ -366,6 +381,8 @@ class _BlockLanczos:
         self.eps = torch.finfo(A.dtype).eps
         self.small = torch.device("cpu") if A.device.type == "mps" else A.device
         self.V = torch.empty(M, self.P, dtype=A.dtype, device=A.device)  # basis, one per row
+        # A V, row for row, for the processed vectors (rotated and moved with V)
+        self.AV = torch.empty_like(self.V) if store_products else None
         self.T = torch.zeros(M, M, dtype=torch.float64, device=self.small)
         self.s = _State()
         self._start(v0)
@@ -382,44 +399,61 @@ class _BlockLanczos:
     ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
         """Orthonormalise a new block against ``V[:rows]``; replace dependent directions.
 
-        BCGS2 (:func:`~fastspec.linalg._kernels.orthonormalize_block`), then one host
-        synchronisation reading the singular values of the first-pass ``R`` together with
-        ``ref_norm`` (``‖AQ‖``, whose finiteness also tells whether the operator returned
-        NaN/inf). Directions with singular value below ``_RANK_TOL · ε · ‖A‖`` mean an
-        invariant subspace was found (breakdown); they are replaced by random directions
-        orthogonal to the basis, with zero coupling.
+        Block classical Gram–Schmidt, "twice is enough" (BCGS2, Barlow & Smoktunowicz 2013):
+        one pass and a block QR, ``(I − VVᵀ)W = Q1 R1``; then one host synchronisation reads the
+        singular values of ``R1`` together with ``ref_norm`` (``‖AQ‖``, whose finiteness also
+        tells whether the operator returned NaN/inf) and the input's column norms. The second
+        pass (on the normalised ``Q1``, then a QR) is skipped when the first provably sufficed:
+        the rounding left along ``range(V)`` by one pass is ``O(ε)`` per unit column of the input,
+        so ``‖VᵀQ1‖ ≲ cε / σ_min(R1 D)`` with ``D`` the inverse column norms of the input, and
+        ``σ_min(R1 D) >= 1/√2`` keeps ``Q1`` as orthogonal as a second pass would (the block
+        form of the test of Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976, also used by
+        ARPACK). In Lanczos the three-term recurrence has already removed the large
+        components, so the test passes on most steps and halves the basis sweeps. Directions
+        with singular value below ``_RANK_TOL · ε · ‖A‖`` mean an invariant subspace was found
+        (breakdown); they are replaced by random directions orthogonal to the basis, with zero
+        coupling.
 
         Returns:
             ``(Q, C, ref, n_bad)``: ``Q`` ``[P, b]`` orthonormal and orthogonal to
             ``V[:rows]``, ``C`` ``[b, b]`` float64 with ``(I − VVᵀ) W ≈ Q C``, ``ref_norm`` on
             the host, and the number of replaced directions.
         """
-        Vb = self.V[:rows].mT
-        Q2, R2, Q1, R1 = _kernels.orthonormalize_block(Vb, W)
+        Vr = self.V[:rows]
+        W1, sq_in = _kernels.project_rows(Vr, W)
+        Q1, R1 = _kernels.block_qr(W1)
         R1d = R1.to(torch.float64)
-        # non-finite input is reported through ref_norm; keep the SVD itself from failing
-        sv = torch.linalg.svdvals(torch.nan_to_num(R1d, nan=0.0, posinf=0.0, neginf=0.0))
-        host = torch.cat([sv, ref_norm.to(torch.float64).reshape(1)]).cpu().numpy()
+        # non-finite input is reported through ref_norm; keep the SVDs themselves from failing
+        R1f = torch.nan_to_num(R1d, nan=0.0, posinf=0.0, neginf=0.0)
+        sv = torch.linalg.svdvals(R1f)
+        inv_norms = torch.nan_to_num(sq_in.to(R1f.device).rsqrt(), nan=0.0, posinf=0.0)
+        sv_scaled = torch.linalg.svdvals(R1f * inv_norms).min().reshape(1)
+        host = torch.cat([sv, sv_scaled, ref_norm.to(torch.float64).reshape(1)]).cpu().numpy()
         ref = float(host[-1])
         if not math.isfinite(ref):
             raise ValueError(
                 f"op returned NaN or inf (after {self.s.num_matvecs} matvecs); "
                 "eigsh needs a finite operator"
             )
-        bad = host[:-1] <= _RANK_TOL * self.eps * max(ref, self.s.anorm)
+        sv_h = host[:-2]
+        bad = sv_h <= _RANK_TOL * self.eps * max(ref, self.s.anorm)
         if not bad.any():
+            if host[-2] >= _REORTH_ETA:
+                self.s.num_single_pass += 1
+                return Q1, R1d, ref, 0
+            Q2, R2 = _kernels.block_qr(_kernels.project_rows(Vr, Q1)[0])
             return Q2, R2.to(torch.float64) @ R1d, ref, 0
         # rank-revealing path: (I − VVᵀ)W = (Q1 U) diag(σ) Zᵀ; keep the directions with
         # non-negligible σ, complete with random ones
         U, svals, Zh = torch.linalg.svd(R1d)
         good = torch.as_tensor(~bad, device=Q1.device)
         goodC = torch.as_tensor(~bad, device=R1d.device)
-        Qg = _kernels.project(Vb, (Q1 @ U.to(Q1.dtype))[:, good])
+        Qg = _kernels.project_rows(Vr, (Q1 @ U.to(Q1.dtype))[:, good])[0]
         n_bad, ng = int(bad.sum()), int((~bad).sum())
         Z = randn(self.gen, self.P, n_bad, dtype=self.V.dtype, device=self.V.device)
-        Z = _kernels.orthogonalize(Vb, Z)
+        Z = _kernels.project_rows(Vr, _kernels.project_rows(Vr, Z)[0])[0]
         Qf, Rf = _kernels.block_qr(torch.cat([Qg, Z], dim=1))
-        Qf = _kernels.project(Vb, Qf)  # the random part came from two passes; make sure
+        Qf = _kernels.project_rows(Vr, Qf)[0]  # the random part came from two passes; make sure
         Qf, Rf2 = _kernels.block_qr(Qf)
         Rg = (Rf2 @ Rf).to(torch.float64)[:ng, :ng]
         C = torch.zeros(self.b, self.b, dtype=torch.float64, device=R1d.device)
@@ -446,6 +480,8 @@ class _BlockLanczos:
         q0 = s.n_lock + s.m
         Q = self.V[q0 : q0 + b].mT  # [P, b]
         W = self._matmat(Q)
+        if self.AV is not None:
+            self.AV[q0 : q0 + b] = W.mT
         ref = torch.linalg.matrix_norm(W)
         Q_prev = self.V[s.n_lock + s.c0 : q0].mT
         assert s.C is not None
@@ -504,11 +540,19 @@ class _BlockLanczos:
         )
         return _Check(theta, S, conv, lockable, wanted, done, num_conv, top_unwanted_converged)
 
+    def _rotate(self, start: int, m: int, S: torch.Tensor) -> None:
+        """``V[start : start+n] ← Sᵀ V[start : start+m]``, and the same for the stored ``AV``."""
+        _kernels.rotate_rows(self.V, start, m, S)
+        if self.AV is not None:
+            _kernels.rotate_rows(self.AV, start, m, S)
+
     def _move_rows(self, src: list[int], dst0: int) -> None:
         """Copy rows ``src`` (ascending, each >= its target) to ``dst0, dst0 + 1, …``."""
         for i, r in enumerate(src):
             if r != dst0 + i:
                 self.V[dst0 + i] = self.V[r]
+                if self.AV is not None:
+                    self.AV[dst0 + i] = self.AV[r]
 
     def _drop_displaced_locked(self, ck: _Check) -> int:
         """Remove locked vectors no longer among the k most wanted (rare); new lock count."""
@@ -528,7 +572,7 @@ class _BlockLanczos:
         active_wanted = [int(i) for i in ck.union_wanted[ck.union_wanted >= nl0] - nl0]
         nl = self._drop_displaced_locked(ck)
         sel = torch.as_tensor(active_wanted, dtype=torch.long, device=ck.S.device)
-        _kernels.rotate_rows(self.V, nl, m, ck.S[:, sel])
+        self._rotate(nl, m, ck.S[:, sel])
         n_lock_new = nl + len(active_wanted)
         X = randn(self.gen, self.P, b, dtype=self.V.dtype, device=self.V.device)
         Q, _, _, _ = self._orthonormalize(X, torch.linalg.matrix_norm(X), n_lock_new)
@@ -558,7 +602,7 @@ class _BlockLanczos:
         )
         keep = candidates[:n_keep]
         sel = torch.as_tensor(new_lock + keep, dtype=torch.long, device=ck.S.device)
-        _kernels.rotate_rows(self.V, nl, m, ck.S[:, sel])
+        self._rotate(nl, m, ck.S[:, sel])
         n_sel = len(new_lock) + n_keep
         self.V[nl + n_sel : nl + n_sel + b] = self.V[nl + m : nl + m + b].clone()
         assert s.C is not None
@@ -577,7 +621,8 @@ class _BlockLanczos:
         """Block steps between convergence checks.
 
         A check costs an ``eigh`` of the ``m × m`` projected matrix (about ``10 m³`` flops); a
-        block step at least the four basis sweeps of the orthogonalisation (``8 P n B``). Checks
+        block step the basis sweeps of the orthogonalisation (taken as the four of two passes,
+        ``8 P n B``, although the second pass is usually skipped). Checks
         are spaced so that they cost at most ``_CHECK_COST_SHARE`` of the steps between them,
         and at least ``_MIN_CHECKS_PER_CYCLE`` happen per restart cycle.
         """
@@ -673,41 +718,15 @@ class _BlockLanczos:
         wanted = ck.union_wanted
         locked_rows = [int(r) for r in np.sort(wanted[wanted < nl])]
         active = torch.as_tensor(wanted[wanted >= nl] - nl, dtype=torch.long, device=ck.S.device)
-        _kernels.rotate_rows(self.V, nl, m, ck.S[:, active])
+        self._rotate(nl, m, ck.S[:, active])
         self._move_rows(locked_rows + list(range(nl, nl + active.shape[0])), 0)
         X = self.V[:k]  # [k, P], orthonormal rows
-        # a Rayleigh–Ritz on span(X) when locked vectors take part (their neglected coupling
-        # to the active ones is removed); AX is stored in the free rows of the buffer when
-        # there is room, else recomputed
-        do_rr = len(locked_rows) > 0
-        store = self.M >= 2 * k
-        G = torch.zeros(k, k, dtype=torch.float64, device=self.small) if do_rr else None
         theta = torch.empty(k, dtype=torch.float64, device=self.small)
         res = torch.empty(k, dtype=torch.float64, device=self.small)
-        for j in range(0, k, b):
-            c = min(b, k - j)
-            AXc = self._matmat(X[j : j + c].mT)
-            if G is not None:
-                G[:, j : j + c] = (X @ AXc).to(self.small, torch.float64)
-                if store:
-                    self.V[k + j : k + j + c] = AXc.mT
-            else:
-                self._rayleigh_residual(X[j : j + c], AXc.mT, theta, res, j)
-        if G is not None:
-            theta_g, U = torch.linalg.eigh(0.5 * (G + G.mT))
-            _kernels.rotate_rows(self.V, 0, k, U)
-            if store:
-                _kernels.rotate_rows(self.V, k, k, U)
-                for j in range(0, k, b):
-                    c = min(b, k - j)
-                    self._rayleigh_residual(
-                        X[j : j + c], self.V[k + j : k + j + c], theta, res, j, theta_g[j : j + c]
-                    )
-            else:
-                for j in range(0, k, b):
-                    c = min(b, k - j)
-                    AXc = self._matmat(X[j : j + c].mT)
-                    self._rayleigh_residual(X[j : j + c], AXc.mT, theta, res, j)
+        if self.AV is None:
+            self._finish_recompute(X, theta, res, rayleigh_ritz=len(locked_rows) > 0)
+        else:
+            self._finish_stored(X, theta, res, rayleigh_ritz=len(locked_rows) > 0)
         theta_h = theta.cpu().numpy()
         res_h = res.cpu().numpy()
         if not (np.isfinite(theta_h).all() and np.isfinite(res_h).all()):
@@ -732,6 +751,87 @@ class _BlockLanczos:
             max_basis=self.M,
             method="block-lanczos",
         )
+
+    def _finish_recompute(
+        self, X: torch.Tensor, theta: torch.Tensor, res: torch.Tensor, *, rayleigh_ritz: bool
+    ) -> None:
+        """Final Rayleigh quotients and residuals from ``k`` (or ``2k``) fresh products.
+
+        With ``rayleigh_ritz`` (locked vectors take part), a Rayleigh–Ritz on ``span(X)``
+        removes their neglected coupling to the active ones; ``AX`` is kept in the free rows of
+        the buffer when there is room, else recomputed.
+        """
+        k, b = self.k, self.b
+        store = self.M >= 2 * k
+        G = torch.zeros(k, k, dtype=torch.float64, device=self.small) if rayleigh_ritz else None
+        for j in range(0, k, b):
+            c = min(b, k - j)
+            AXc = self._matmat(X[j : j + c].mT)
+            if G is not None:
+                G[:, j : j + c] = (X @ AXc).to(self.small, torch.float64)
+                if store:
+                    self.V[k + j : k + j + c] = AXc.mT
+            else:
+                self._rayleigh_residual(X[j : j + c], AXc.mT, theta, res, j)
+        if G is None:
+            return
+        theta_g, U = torch.linalg.eigh(0.5 * (G + G.mT))
+        _kernels.rotate_rows(self.V, 0, k, U)
+        if store:
+            _kernels.rotate_rows(self.V, k, k, U)
+        for j in range(0, k, b):
+            c = min(b, k - j)
+            if store:
+                AXc = self.V[k + j : k + j + c]
+                self._rayleigh_residual(X[j : j + c], AXc, theta, res, j, theta_g[j : j + c])
+            else:
+                AXc = self._matmat(X[j : j + c].mT).mT
+                self._rayleigh_residual(X[j : j + c], AXc, theta, res, j)
+
+    def _finish_stored(
+        self, X: torch.Tensor, theta: torch.Tensor, res: torch.Tensor, *, rayleigh_ritz: bool
+    ) -> None:
+        """Final Rayleigh quotients and residuals from the stored products ``AX = AV[:k]``.
+
+        Every stored row is a product the operator returned, rotated and moved exactly like its
+        basis row, so ``‖AX − θX‖`` is a residual of the returned vectors up to the rounding of
+        those rotations (bounded by ``_stored_rounding``), not a recurrence estimate. A pair
+        whose residual lies within that bound of the tolerance is recomputed with a fresh
+        product, so the ``converged`` flags are exactly those of a recomputation.
+        """
+        assert self.AV is not None
+        k, b = self.k, self.b
+        AX = self.AV[:k]
+        theta_known = None
+        if rayleigh_ritz:
+            G = (X @ AX.mT).to(self.small, torch.float64)
+            theta_known, U = torch.linalg.eigh(0.5 * (G + G.mT))
+            _kernels.rotate_rows(self.V, 0, k, U)
+            _kernels.rotate_rows(self.AV, 0, k, U)
+        for j in range(0, k, b):
+            c = min(b, k - j)
+            known = None if theta_known is None else theta_known[j : j + c]
+            self._rayleigh_residual(X[j : j + c], AX[j : j + c], theta, res, j, known)
+        theta_h, res_h = theta.cpu().numpy(), res.cpu().numpy()
+        anorm = max(self.s.anorm, float(np.abs(theta_h).max()))
+        bound = self._stored_rounding(anorm)
+        scale = np.maximum(np.abs(theta_h), math.sqrt(self.eps) * anorm)
+        unsure = np.flatnonzero(np.abs(res_h - self.tol * scale) <= bound)
+        for j0 in range(0, unsure.shape[0], b):
+            idx = torch.as_tensor(unsure[j0 : j0 + b], dtype=torch.long, device=X.device)
+            Xc = X.index_select(0, idx)
+            AXc = self._matmat(Xc.mT).mT
+            th = torch.empty(idx.shape[0], dtype=torch.float64, device=self.small)
+            r = torch.empty_like(th)
+            self._rayleigh_residual(Xc, AXc, th, r, 0)
+            theta[idx.to(self.small)] = th
+            res[idx.to(self.small)] = r
+
+    def _stored_rounding(self, anorm: float) -> float:
+        """Bound on ``‖AX_stored − A X‖`` per vector: each rotation of the ``M``-row buffers
+        adds about ``√M ε ‖A‖``; a factor 10 of margin."""
+        rotations = 2 * self.s.num_restarts + 2
+        return 10.0 * rotations * math.sqrt(self.M) * self.eps * anorm
 
     def _rayleigh_residual(
         self,
@@ -864,6 +964,14 @@ def _dense_eigsh(
     )
 
 
+def _store_products(store: Any, M: int, P: int, dtype: torch.dtype) -> bool:
+    if store is None:
+        return M * P * torch.finfo(dtype).bits // 8 <= _STORE_PRODUCTS_MAX_BYTES
+    if not isinstance(store, bool):
+        raise TypeError(f"store_products must be a bool or None, got {type(store).__name__}")
+    return store
+
+
 def eigsh(
     op: Any,
     k: int,
@@ -877,6 +985,7 @@ def eigsh(
     seed: int | None = None,
     v0: torch.Tensor | None = None,
     progress: ProgressArg = False,
+    store_products: bool | None = None,
 ) -> EigshResult:
     """``k`` eigenpairs of a symmetric operator by thick-restarted block Lanczos.
 
@@ -891,8 +1000,11 @@ def eigsh(
             ``‖Av − λv‖ <= tol · max(|λ|, √ε‖A‖)``. With float32 operators, tolerances much
             below ``1e-4`` are out of reach for eigenvalues far below ``‖A‖``; such pairs are
             reported as unconverged.
-        block_size: vectors per operator call ``B``. Default ``max(1, min(8, k // 8))`` for
-            ``k <= 256`` and 16 above. A block finds eigenvalues of multiplicity up to ``B``
+        block_size: vectors per operator call ``B``. Default for ``k <= 256``:
+            ``max(1, min(2, k // 8))`` on CPU (a block of Hessian-vector products was not
+            cheaper per vector there, and on the digits-MLP Hessian, ``k = 100``, ``B = 2`` took
+            1124 products, ``B = 4`` 1240, ``B = 8`` 1572), ``max(1, min(8, k // 8))`` on other
+            devices; 16 for ``k > 256``. A block finds eigenvalues of multiplicity up to ``B``
             without relying on rounding, and turns ``B`` products into one batched call
             (batched Hessian-vector products), but the Krylov degree is only basis size /
             ``B``, so it costs more products: measured on ``λ_i = i^(−1)``, ``P = 2·10⁴``,
@@ -902,8 +1014,8 @@ def eigsh(
             sweeps of the orthogonalisation dominate (memory-bound, one set per block step),
             and ``B = 16`` halved the wall time there.
         max_basis: cap on stored basis vectors of length ``P`` (locked, active and the pending
-            block); peak memory is about ``max_basis · P`` elements plus a few blocks and a
-            ``max_basis²`` float64 projected matrix. Default ``max(2k + 2B, k + 6B, 24)``:
+            block); peak memory is about ``max_basis · P`` elements (twice that with
+            ``store_products``) plus a few blocks and a ``max_basis²`` float64 projected matrix. Default ``max(2k + 2B, k + 6B, 24)``:
             like ARPACK's ``ncv = 2k + 1``, twice the wanted count leaves the restart a margin
             of unwanted Ritz vectors as wide as the wanted set, which keeps the convergence
             rate close to that of an unrestarted run while bounding memory at ``~2k`` vectors.
@@ -916,6 +1028,10 @@ def eigsh(
         v0: ``[P]`` or ``[P, c]`` (``c <= B``) start vectors, completed with random ones.
         progress: ``True`` shows a tqdm bar (or prints to stderr without tqdm); a callable
             receives an :class:`EigshProgress` at every convergence check. Off by default.
+        store_products: keep ``A V`` next to the basis (a second ``max_basis × P`` buffer), so
+            that the final residuals come from the stored products instead of ``k`` more
+            (``2k`` with locking) products; only pairs whose residual is within rounding of
+            ``tol`` are recomputed. Default: on when the extra buffer takes at most 1 GiB.
 
     Returns:
         An :class:`EigshResult`. Pairs that missed ``tol`` are returned with
@@ -933,7 +1049,8 @@ def eigsh(
         When the basis would hold (nearly) the whole space, ``P <= max_basis + B`` (this covers
         ``P`` smaller than the block and ``k`` close to ``P``), Lanczos cannot save anything:
         the operator is materialised with ``P`` products and solved by dense ``eigh`` in
-        float64 (``method="dense"``). Residuals are recomputed in both cases.
+        float64 (``method="dense"``). Residuals are recomputed in both cases (in
+        the Lanczos case from stored products when ``store_products``; see that argument).
 
         A block Krylov space holds at most ``B`` vectors of one eigenspace. When the space
         becomes invariant (breakdown), fresh random directions are injected and convergence is
@@ -951,8 +1068,9 @@ def eigsh(
     _validate(A, k, which, tol, block_size, max_basis)
     k = int(k)
     P = A.shape[0]
-    b = int(block_size) if block_size is not None else _default_block_size(k)
+    b = int(block_size) if block_size is not None else _default_block_size(k, A.device)
     M = int(max_basis) if max_basis is not None else _default_max_basis(k, b)
+    store = _store_products(store_products, M, P, A.dtype)
     if max_restarts is None:
         max_restarts = _DEFAULT_MAX_RESTARTS
     elif isinstance(max_restarts, bool) or not isinstance(max_restarts, (int, np.integer)):
@@ -990,6 +1108,7 @@ def eigsh(
             gen=make_generator(seed),
             v0=v0_block,
             report=report,
+            store_products=store,
         )
         return solver.run(return_eigenvectors=return_eigenvectors)
     finally:
