@@ -23,7 +23,13 @@ def problem() -> dict[str, Any]:
     x, y = make_data("mlp", n=50)
     H = dense_hessian(model, LOSS, x, y)
     evals = torch.linalg.eigvalsh(H)
-    return {"model": model, "x": x, "y": y, "H": H, "lm": evals[evals.abs().argsort(descending=True)]}
+    return {
+        "model": model,
+        "x": x,
+        "y": y,
+        "H": H,
+        "lm": evals[evals.abs().argsort(descending=True)],
+    }
 
 
 def original(model: nn.Module, **kwargs: Any) -> Any:
@@ -136,9 +142,7 @@ def test_density_moments_match_dense_and_pyhessian(
     P = H.shape[0]
     n_v = 30
     exact = [float(H.trace()) / P, float((H @ H).trace()) / P]
-    nodes, weights = hessian(model, LOSS, data=(x, y), cuda=False, seed=0).density(
-        iter=20, n_v=n_v
-    )
+    nodes, weights = hessian(model, LOSS, data=(x, y), cuda=False, seed=0).density(iter=20, n_v=n_v)
     assert isinstance(nodes, list) and len(nodes) == n_v == len(weights)
     assert all(len(e) == len(w) == 20 for e, w in zip(nodes, weights))
     assert all(e == sorted(e) for e in nodes)
