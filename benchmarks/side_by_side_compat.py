@@ -175,13 +175,13 @@ def powerlaw_rows(sizes: list[int]) -> list[list[Any]]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--top-n", type=int, default=5, help="PyHessian's top_n")
     parser.add_argument("--eigenthings", type=int, default=10, help="num_eigenthings")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000])
     parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
         torch.manual_seed(0)
         model = mlp(width=16).eval()
