@@ -29,10 +29,11 @@ the two coincide for any batching (tested). Differences, all deliberate:
 * ``cuda`` must agree with where the model lives (fastspec computes on the model's device);
   PyHessian moves the data to ``'cuda'`` and fails later if the model is not there.
 * ``eigenvalues``: PyHessian's ``tol`` bounds the relative change of the Rayleigh quotient
-  between two power steps, which leaves eigenvalues accurate to only ~``10·tol`` when
-  eigenvalues cluster (measured on the digits MLP in ``benchmarks/results``); here ``tol`` bounds
-  each pair's residual. ``maxIter`` is checked but the solver runs to ``tol`` (unconverged pairs
-  raise :class:`fastspec.linalg.ConvergenceWarning`).
+  between two power steps, not the error (measured on the digits MLP in
+  ``benchmarks/results/compat_vs_originals.md``); here ``tol`` bounds each pair's residual.
+  PyHessian also normalises by ``‖v‖ + 1e-6``, which biases its eigenvalues low by the factor
+  ``(1 + 1e-6)⁻²`` at any tolerance (tested). ``maxIter`` is checked but the solver runs to
+  ``tol`` (unconverged pairs raise :class:`fastspec.linalg.ConvergenceWarning`).
 * ``trace``: PyHessian's stopping test divides by ``trace + 1e-6`` without an absolute value,
   so a negative trace stops it after two probes; here the denominator is ``|trace| + 1e-6``.
 * ``density``: PyHessian 0.1 calls ``torch.eig``, removed in torch 1.13, so on current torch it
