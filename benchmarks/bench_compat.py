@@ -1,0 +1,14 @@
+"""CI smoke run of benchmarks/side_by_side_compat.py: the compat front doors and the originals
+on a small MLP, answers checked, in every mode (the full comparison is run as a script)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_side_by_side_compat_smoke() -> None:
+    for name in ("sklearn", "pyhessian", "hessian_eigenthings", "powerlaw"):
+        pytest.importorskip(name)
+    from side_by_side_compat import main
+
+    main(["--smoke"])
