@@ -166,21 +166,26 @@ class _ModelOperator(LinearOperator):
 
     # ------------------------------------------------------------------ blocks
 
-    def _unflatten(self, V: torch.Tensor) -> Params:
-        """[P, B] → {name: [B, *shape]}."""
+    def _split(self, rows: torch.Tensor) -> Params:
+        """``[B, P]`` → ``{name: [B, *shape]}``, views of ``rows``."""
         out, start = {}, 0
         for n, shape in self.param_shapes.items():
             size = self._theta[n].numel()
-            out[n] = V[start : start + size].T.reshape(V.shape[1], *shape)
+            out[n] = rows[:, start : start + size].view(rows.shape[0], *shape)
             start += size
         return out
 
-    def _flatten(self, blocks: Params, B: int) -> torch.Tensor:
-        """{name: [B, *shape]} → [P, B]."""
-        return torch.cat([blocks[n].reshape(B, -1) for n in self.param_names], dim=1).T
+    def _join(self, blocks: Params, B: int) -> torch.Tensor:
+        """``{name: [B, *shape]}`` → ``[B, P]``."""
+        return torch.cat([blocks[n].reshape(B, -1) for n in self.param_names], dim=1)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """Apply the operator to ``V`` [P, B]: one pass over the data."""
+        """Apply the operator to ``V`` [P, B]: one pass over the data.
+
+        The block is handled as ``B`` rows of length ``P``: when ``V`` is the transpose of a
+        contiguous ``[B, P]`` tensor (eigsh's basis rows) nothing is copied, and the result is
+        the transpose of a contiguous ``[B, P]`` tensor.
+        """
         P = self.shape[0]
         if not isinstance(V, torch.Tensor) or V.dim() != 2 or V.shape[0] != P:
             got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
@@ -190,25 +195,27 @@ class _ModelOperator(LinearOperator):
                 f"V must be {self.dtype} on {self.device}, got {V.dtype} on {V.device}"
             )
         B = V.shape[1]
-        out = torch.zeros(P, B, dtype=self.dtype, device=self.device)
-        if B == 0:
-            return out
-        blocks = self._unflatten(V.contiguous())
-        # the math attention kernel has every derivative (flash attention on CPU has no
-        # double-backward nor forward-mode AD); it computes the same function
-        with model_mode(self.model, self.mode), sdpa_kernel(SDPBackend.MATH):
-            for product in self._products(blocks):
-                out += self._flatten(product, B)
+        out = torch.zeros(B, P, dtype=self.dtype, device=self.device)
+        if B > 0:
+            # the math attention kernel has every derivative (flash attention on CPU has no
+            # double-backward nor forward-mode AD); it computes the same function
+            with model_mode(self.model, self.mode), sdpa_kernel(SDPBackend.MATH):
+                self._accumulate(self._split(V.mT.contiguous()), self._split(out))
         self.num_matvecs += B
-        return out
+        return out.mT
 
-    def _products(self, V: Params) -> Iterator[Params]:
-        """The operator's ``V`` blocks, one term per batch."""
+    def _accumulate(self, V: Params, out: Params) -> None:
+        """``out += (operator) V``, one term per batch."""
         for batch, n in self.batches():
-            yield self._batch_product(batch, n, V)
+            _add(out, self._batch_product(batch, n, V))
 
     def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
         raise NotImplementedError
+
+
+def _add(out: Params, term: Params) -> None:
+    for name, t in term.items():
+        out[name] += t
 
 
 class HessianOperator(_ModelOperator):
@@ -274,13 +281,13 @@ class HessianOperator(_ModelOperator):
         self.graph_cached: bool | None = False if hvp == "forward_over_reverse" else cache_graph
         self._graphs: list[_GradientGraph] = []
 
-    def _products(self, V: Params) -> Iterator[Params]:
+    def _accumulate(self, V: Params, out: Params) -> None:
         if self.hvp_method == "double_backward" and len(self._graphs) == self.num_batches:
             for graph in self._graphs:  # every batch's graph is kept: no pass over the data
-                yield graph.apply(V, keep=True)
+                graph.apply(V, keep=True, out=out)
             return
         for index, (batch, n) in enumerate(self.batches()):
-            yield self._batch_hvp(index, batch, n, V)
+            _add(out, self._batch_hvp(index, batch, n, V))
 
     def _batch_hvp(self, index: int, batch: Any, n: int, V: Params) -> Params:
         if self.hvp_method is None:
@@ -354,15 +361,14 @@ class _GradientGraph:
         # a gradient that does not depend on the parameters (e.g. of a last linear bias) has a
         # zero Hessian row: it is left out of the backward pass
         self.live = [
-            (name, g)
-            for name, g in zip(self.leaves, grads)
-            if g is not None and g.requires_grad
+            (name, g) for name, g in zip(self.leaves, grads) if g is not None and g.requires_grad
         ]
 
-    def apply(self, V: Params, *, keep: bool) -> Params:
-        """``{name: [B, *shape]}`` → the Hessian times each of the ``B`` vectors; ``keep=False``
-        frees the graph after the last one."""
-        out = {k: torch.zeros_like(v) for k, v in V.items()}
+    def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
+        """``{name: [B, *shape]}`` → the Hessian times each of the ``B`` vectors, added to
+        ``out`` (default: zeros); ``keep=False`` frees the graph after the last vector."""
+        if out is None:
+            out = {k: torch.zeros_like(v) for k, v in V.items()}
         if not self.live:
             return out
         B = next(iter(V.values())).shape[0]
@@ -375,7 +381,7 @@ class _GradientGraph:
             )  # fmt: skip
             for name, h in zip(self.leaves, hv):
                 if h is not None:
-                    out[name][b] = h
+                    out[name][b] += h
         return out
 
     @staticmethod
@@ -472,14 +478,14 @@ class EmpiricalFisherOperator(_ModelOperator):
 
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
         B = next(iter(V.values())).shape[0]
-        Vflat = self._flatten(V, B)  # [P, B]
+        Vflat = self._join(V, B).T  # [P, B]
         out = torch.zeros_like(Vflat)
         chunk = max(1, self.max_chunk_elements // self.shape[0])
         for lo in range(0, n, chunk):
             x, y = inputs[lo : lo + chunk], targets[lo : lo + chunk]
-            G = self._flatten(per_sample(self._theta, x, y), x.shape[0])  # [P, chunk]
+            G = self._join(per_sample(self._theta, x, y), x.shape[0]).T  # [P, chunk]
             out += G @ (G.T @ Vflat)
-        return self._unflatten(out / self.num_samples)
+        return self._split((out / self.num_samples).T.contiguous())
 
 
 def _cast(t: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:
