@@ -326,6 +326,7 @@ def analyze_hessian(
         "mode": mode,
         "params": params if isinstance(params, str) or params is None else "custom",
         "hvp_method": op.hvp_method,
+        "graph_cached": op.graph_cached,
         "block_size": eig.block_size,
         "max_basis": eig.max_basis,
         "num_restarts": eig.num_restarts,

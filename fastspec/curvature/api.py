@@ -1,8 +1,8 @@
 """The Hessian spectrum, trace and density of (model, loss, data) in one call each.
 
 Each builds a :class:`~fastspec.curvature.HessianOperator` from ``operator_options`` (``params``,
-``mode``, ``dtype``, ``hvp``, ``batch_loss``, ``max_samples``, ``allow_stochastic``; see its
-docstring) and runs the :mod:`fastspec.linalg` solver on it, returning that solver's result.
+``mode``, ``dtype``, ``hvp``, ``batch_loss``, ``max_samples``, ``allow_stochastic``,
+``cache_graph``; see its docstring) and runs the :mod:`fastspec.linalg` solver on it, returning that solver's result.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from fastspec.linalg import EigshResult, SLQResult, TraceResult, eigsh, slq, tra
 __all__ = ["hessian_density", "hessian_eigs", "hessian_trace"]
 
 OPERATOR_OPTIONS = frozenset(
-    {"params", "mode", "dtype", "hvp", "batch_loss", "max_samples", "allow_stochastic"}
+    {
+        "params",
+        "mode",
+        "dtype",
+        "hvp",
+        "batch_loss",
+        "max_samples",
+        "allow_stochastic",
+        "cache_graph",
+    }
 )
 Loss = Optional[Callable[..., torch.Tensor]]
 
@@ -30,7 +39,7 @@ def hessian_eigs(model: nn.Module, loss_fn: Loss, data: Any, k: int, **options: 
     a :class:`HessianOperator`.
 
     ``options``: the operator's (``params``, ``mode``, ``dtype``, ``hvp``, ``batch_loss``,
-    ``max_samples``, ``allow_stochastic``) and eigsh's (``which``, ``tol``, ``block_size``,
+    ``max_samples``, ``allow_stochastic``, ``cache_graph``) and eigsh's (``which``, ``tol``, ``block_size``,
     ``max_basis``, ``return_eigenvectors``, ``seed``, ``v0``, ``progress``, ...).
     """
     operator = {key: options.pop(key) for key in OPERATOR_OPTIONS & options.keys()}

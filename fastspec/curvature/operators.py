@@ -11,7 +11,7 @@ of ``data`` (batches weighted by their sample counts, so an uneven last batch is
 
 Every ``matmat`` runs one pass over the data for a whole block of vectors. The Hessian operator
 has two exact block Hessian-vector products: reverse-over-reverse (``"double_backward"``: one
-backward with ``create_graph`` then a batched backward, ``is_grads_batched``) and
+backward with ``create_graph`` per batch, then one backward through that graph per vector) and
 forward-over-reverse (``"forward_over_reverse"``: ``vmap(jvp(grad))``). ``hvp="auto"`` times
 both on the first batch and keeps the faster (the choice is in ``hvp_method``). When the
 gradient graphs of all batches fit in memory (``cache_graph``), reverse-over-reverse keeps them:
@@ -330,7 +330,8 @@ class HessianOperator(_ModelOperator):
                 g = grad(lambda theta: self._batch_loss(theta, batch, n))
                 return jvp(g, (self._theta,), (v,))[1]
 
-            return vmap(one)(V)
+            # contiguous tangents: vmap's batching rules copy strided ones in every op
+            return vmap(one)({k: v.contiguous() for k, v in V.items()})
         if index < len(self._graphs):
             return self._graphs[index].apply(V, keep=True)
 

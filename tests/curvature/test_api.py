@@ -28,13 +28,15 @@ def trained() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model.eval(), x, y
 
 
-def test_hessian_eigs_matches_dense(trained) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("cache_graph", [None, False])
+def test_hessian_eigs_matches_dense(trained, cache_graph) -> None:  # type: ignore[no-untyped-def]
     model, x, y = trained
     loss = nn.CrossEntropyLoss()
     tol = 1e-8
     res = hessian_eigs(
-        model, loss, batches(x, y, 40), 12, tol=tol, seed=0, return_eigenvectors=True
-    )
+        model, loss, batches(x, y, 40), 12, tol=tol, seed=0, return_eigenvectors=True,
+        cache_graph=cache_graph,
+    )  # fmt: skip
     exact = torch.linalg.eigvalsh(dense_hessian(model, loss, x, y)).flip(0)[:12]
     assert bool(res.converged.all())
     assert bool((res.residuals <= tol).all())

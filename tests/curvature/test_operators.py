@@ -200,3 +200,16 @@ def test_empirical_fisher_matches_per_sample_loop() -> None:
         grads.append(torch.cat([t.reshape(-1) for t in g]))
     G = torch.stack(grads)
     assert rel_err(F, G.T @ G / 9) < TOL
+
+
+def test_blocks_in_any_layout_give_the_same_product() -> None:
+    model = make_model("cnn")
+    x, y = make_data("cnn")
+    op = HessianOperator(model, nn.CrossEntropyLoss(), batches(x, y, 7))
+    rows = torch.randn(3, op.shape[0], dtype=torch.float64)
+    out_rows = op.matmat(rows.mT)  # eigsh's layout: basis rows, transposed
+    out_cols = op.matmat(rows.mT.contiguous())
+    assert out_rows.shape == out_cols.shape == (op.shape[0], 3)
+    assert out_rows.mT.is_contiguous()
+    assert torch.equal(out_rows, out_cols)
+    assert rel_err(out_rows[:, 1], op.matvec(rows[1].clone())) < TOL
