@@ -22,7 +22,10 @@ top_n)``                           with deflation converges to) by :func:`fastsp
 The matrix is the Hessian of the full-data loss ``(1/N) Σ ℓ`` at the model's parameters (those
 with ``requires_grad``), in eval mode, exactly as PyHessian defines it: PyHessian weights each
 batch's Hessian by its sample count, so an uneven last batch is handled correctly by both, and
-the two coincide for any batching (tested). Differences, all deliberate:
+the two coincide for any batching (tested). The Hessian-vector product is PyHessian's own,
+reverse-over-reverse through a gradient graph kept between products (for ``dataloader=`` too,
+one graph per batch, as long as they fit in ``GRAPH_CACHE_BYTES``; see
+:class:`fastspec.curvature.HessianOperator`). Differences, all deliberate:
 
 * the model is never modified: PyHessian calls ``model.eval()`` on it and leaves ``.grad``
   populated (with a graph) after ``data=``; fastspec evaluates in eval mode on copies.
@@ -107,8 +110,9 @@ class hessian:  # the original name
         named = dict(model.named_parameters())
         self.params = [named[n] for n in names]
         self.operator = HessianOperator(
-            model, criterion, data if data is not None else dataloader, params=names, mode="eval"
-        )
+            model, criterion, data if data is not None else dataloader, params=names, mode="eval",
+            hvp="double_backward",
+        )  # fmt: skip
 
     def _seed(self, seed: int | None) -> int | None:
         return self.seed if seed is None else seed
