@@ -31,6 +31,7 @@ Learning*, arXiv:2201.13011 (2022).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -198,9 +199,7 @@ class _ModelOperator(LinearOperator):
         B = V.shape[1]
         out = torch.zeros(B, P, dtype=self.dtype, device=self.device)
         if B > 0:
-            # the math attention kernel has every derivative (flash attention on CPU has no
-            # double-backward nor forward-mode AD); it computes the same function
-            with model_mode(self.model, self.mode), sdpa_kernel(SDPBackend.MATH):
+            with model_mode(self.model, self.mode), _differentiable_kernels():
                 self._accumulate(self._split(V.mT.contiguous()), self._split(out))
         self.num_matvecs += B
         return out.mT
@@ -212,6 +211,21 @@ class _ModelOperator(LinearOperator):
 
     def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def _differentiable_kernels() -> Iterator[None]:
+    """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
+    path: the same functions with every derivative (flash attention on CPU has neither double
+    backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
+    forward-mode AD)."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _add(out: Params, term: Params) -> None:
@@ -409,64 +423,77 @@ class _GradientGraph:
         return sum(storages.values()) + sum(t.numel() * t.element_size() for t in theta.values())
 
 
-class GGNOperator(_ModelOperator):
+class _OutputCurvature(_ModelOperator):
+    """``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in
+    output space: one forward pass per block, then per vector a forward-mode ``J v``, ``M`` in
+    output space and a backward ``Jᵀ u`` (no per-sample gradient is ever formed)."""
+
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
+    ) -> None:
+        if kwargs.get("batch_loss") is not None:
+            raise ValueError(
+                f"{type(self).__name__} needs loss_fn(outputs, targets); batch_loss is not supported"
+            )
+        super().__init__(model, loss_fn, data, **kwargs)
+
+    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        inputs, targets = pair(batch)
+
+        def output(theta: Params) -> torch.Tensor:
+            out = self._forward(theta, inputs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"{type(self).__name__} needs a model that returns one tensor")
+            return out
+
+        primal = vjp(output, self._theta)
+        z, pullback = primal[0].detach(), primal[1]
+        V = {k: v.contiguous() for k, v in V.items()}  # vmap copies strided tangents in every op
+        Jv = vmap(lambda v: jvp(output, (self._theta,), (v,))[1])(V)
+        return vmap(pullback)(self._output_product(z, targets, n, Jv))[0]
+
+    def _output_product(
+        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
+    ) -> torch.Tensor:
+        """``M`` applied to each of the ``B`` output-space vectors ``Jv`` ``[B, *z.shape]``."""
+        raise NotImplementedError
+
+
+class GGNOperator(_OutputCurvature):
     """The generalised Gauss–Newton matrix G = (1/N) Σ_j J_jᵀ (∇²_z ℓ_j) J_j.
 
     Same arguments as :class:`HessianOperator` (no ``hvp``, no ``batch_loss``): the loss must be
     a function of the model's output tensor and the targets.
     """
 
-    def __init__(
-        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
-    ) -> None:
-        if kwargs.get("batch_loss") is not None:
-            raise ValueError(
-                "GGNOperator needs loss_fn(outputs, targets); batch_loss is not supported"
-            )
-        super().__init__(model, loss_fn, data, **kwargs)
-
-    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
-        inputs, targets = pair(batch)
-        scale = self._scale(n)
+    def _output_product(
+        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
+    ) -> torch.Tensor:
         assert self.loss_fn is not None
-        loss_fn = self.loss_fn
-
-        def output(theta: Params) -> torch.Tensor:
-            out = self._forward(theta, inputs)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError("GGNOperator needs a model that returns one tensor")
-            return out
-
-        primal = vjp(output, self._theta)
-        z, pullback = primal[0].detach(), primal[1]
-        Jv = vmap(lambda v: jvp(output, (self._theta,), (v,))[1])(V)
+        loss_fn, scale = self.loss_fn, self._scale(n)
 
         # the loss Hessian in output space is symmetric: apply it reverse-over-reverse
         def loss_of_output(out: torch.Tensor) -> torch.Tensor:
             return loss_fn(out, targets) * scale
 
         loss_hvp = vjp(grad(loss_of_output), z)[1]
-        HJv = vmap(loss_hvp)(Jv)[0]
-        return vmap(pullback)(HJv)[0]
+        return vmap(loss_hvp)(Jv)[0]
 
 
-class EmpiricalFisherOperator(_ModelOperator):
+class EmpiricalFisherOperator(_OutputCurvature):
     """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample
     gradients; ℓ_j is ``loss_fn`` on the one-sample batch j).
 
-    Same arguments as :class:`GGNOperator`. Per-sample gradients are formed in chunks of samples
-    (``vmap(grad)``); under ``mode="train"`` BatchNorm makes them undefined, so that is refused.
+    Same arguments as :class:`GGNOperator`. Since ∇ℓ_j = J_jᵀ g_j with g_j = ∇_z ℓ_j the
+    per-sample gradient in output space, F v = (1/N) Jᵀ [g_j (g_jᵀ (J v)_j)]_j: a product costs
+    what a GGN product costs, and no per-sample gradient of length P is formed. This needs the
+    model to treat samples independently; under ``mode="train"`` BatchNorm makes per-sample
+    gradients undefined, so that is refused.
     """
-
-    max_chunk_elements = 2**25  # per-sample-gradient chunk: samples x P elements
 
     def __init__(
         self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
     ) -> None:
-        if kwargs.get("batch_loss") is not None:
-            raise ValueError(
-                "EmpiricalFisherOperator needs loss_fn(outputs, targets); batch_loss is not supported"
-            )
         if kwargs.get("mode", "eval") == "train" and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
         ):
@@ -475,26 +502,19 @@ class EmpiricalFisherOperator(_ModelOperator):
             )
         super().__init__(model, loss_fn, data, **kwargs)
 
-    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
-        inputs, targets = pair(batch)
+    def _output_product(
+        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
+    ) -> torch.Tensor:
         assert self.loss_fn is not None
         loss_fn = self.loss_fn
-        if isinstance(inputs, tuple):
-            raise TypeError("EmpiricalFisherOperator needs a single input tensor per batch")
 
-        def sample_loss(theta: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return loss_fn(self._forward(theta, x[None]), y[None])
+        def sample_loss(zj: torch.Tensor, yj: Any) -> torch.Tensor:
+            return loss_fn(zj[None], yj[None])
 
-        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-        B = next(iter(V.values())).shape[0]
-        Vflat = self._join(V, B).T  # [P, B]
-        out = torch.zeros_like(Vflat)
-        chunk = max(1, self.max_chunk_elements // self.shape[0])
-        for lo in range(0, n, chunk):
-            x, y = inputs[lo : lo + chunk], targets[lo : lo + chunk]
-            G = self._join(per_sample(self._theta, x, y), x.shape[0]).T  # [P, chunk]
-            out += G @ (G.T @ Vflat)
-        return self._split((out / self.num_samples).T.contiguous())
+        g = vmap(grad(sample_loss))(z, targets)  # [n, *out]: ∇_z ℓ_j, row j
+        B = Jv.shape[0]
+        s = (Jv * g).reshape(B, n, -1).sum(-1)  # [B, n]: g_jᵀ (J v)_j
+        return s.reshape(B, n, *([1] * (g.dim() - 1))) * g / self.num_samples
 
 
 def _cast(t: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:

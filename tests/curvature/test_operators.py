@@ -164,9 +164,10 @@ def test_training_flags_are_restored() -> None:
     assert model.training and model.bn.training and not model.head.training
 
 
-def test_ggn_matches_dense() -> None:
-    model = make_model("cnn")
-    x, y = make_data("cnn", 10)
+@pytest.mark.parametrize("name", MODELS)
+def test_ggn_matches_dense(name: str) -> None:
+    model = make_model(name)
+    x, y = make_data(name, 10)
     loss = nn.CrossEntropyLoss()
     G = GGNOperator(model, loss, batches(x, y, 4)).to_dense()
     state, theta = flat_fn(model, [n for n, _ in model.named_parameters()])
@@ -186,20 +187,33 @@ def test_ggn_equals_hessian_for_a_linear_model_with_mse() -> None:
     assert rel_err(G, H) < TOL
 
 
-def test_empirical_fisher_matches_per_sample_loop() -> None:
-    model = make_model("embed_layernorm")
-    x, y = make_data("embed_layernorm", 9)
-    loss = nn.CrossEntropyLoss()
-    op = EmpiricalFisherOperator(model, loss, batches(x, y, 4))
-    op.max_chunk_elements = 3 * op.shape[0]  # force chunking inside a batch
-    F = op.to_dense()
+def _per_sample_fisher(model: nn.Module, loss, x, y) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """(1/N) Σ ∇ℓ_j ∇ℓ_jᵀ from a loop of one-sample autograd gradients."""
     params = list(model.parameters())
     grads = []
-    for i in range(9):
+    for i in range(len(x)):
         g = torch.autograd.grad(loss(model(x[i : i + 1]), y[i : i + 1]), params)
         grads.append(torch.cat([t.reshape(-1) for t in g]))
     G = torch.stack(grads)
-    assert rel_err(F, G.T @ G / 9) < TOL
+    return G.T @ G / len(x)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_empirical_fisher_matches_per_sample_loop(name: str, reduction: str) -> None:
+    model = make_model(name)
+    x, y = make_data(name, 9)
+    loss = nn.CrossEntropyLoss(reduction=reduction)
+    F = EmpiricalFisherOperator(model, loss, batches(x, y, 4)).to_dense()  # 4 + 4 + 1
+    assert rel_err(F, _per_sample_fisher(model, loss, x, y)) < TOL
+
+
+def test_empirical_fisher_with_vector_targets() -> None:
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(11, 5, dtype=torch.float64)
+    y = torch.randn(11, 3, dtype=torch.float64)
+    F = EmpiricalFisherOperator(model, nn.MSELoss(), batches(x, y, 5)).to_dense()
+    assert rel_err(F, _per_sample_fisher(model, nn.MSELoss(), x, y)) < TOL
 
 
 def test_blocks_in_any_layout_give_the_same_product() -> None:
