@@ -177,10 +177,6 @@ class _ModelOperator(LinearOperator):
             start += size
         return out
 
-    def _join(self, blocks: Params, B: int) -> torch.Tensor:
-        """``{name: [B, *shape]}`` → ``[B, P]``."""
-        return torch.cat([blocks[n].reshape(B, -1) for n in self.param_names], dim=1)
-
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Apply the operator to ``V`` [P, B]: one pass over the data.
 
