@@ -227,3 +227,24 @@ def test_blocks_in_any_layout_give_the_same_product() -> None:
     assert out_rows.mT.is_contiguous()
     assert torch.equal(out_rows, out_cols)
     assert rel_err(out_rows[:, 1], op.matvec(rows[1].clone())) < TOL
+
+
+def test_products_restore_the_attention_fast_path_flag() -> None:
+    """Products switch PyTorch's fused-attention fast path off (it has no forward-mode AD) and
+    restore the caller's setting, also when the model raises."""
+    model = make_model("transformer")
+    x, y = make_data("transformer", 6)
+    op = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
+    v = torch.randn(op.shape[0], dtype=torch.float64)
+    for setting in (True, False):
+        torch.backends.mha.set_fastpath_enabled(setting)
+        try:
+            op.matvec(v)
+            assert torch.backends.mha.get_fastpath_enabled() is setting
+            broken = nn.Sequential(model, nn.Linear(5, 2)).double()  # 3 outputs into a Linear(5)
+            bad = GGNOperator(broken, nn.CrossEntropyLoss(), (x, y))
+            with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+                bad.matvec(torch.zeros(bad.shape[0], dtype=torch.float64))
+            assert torch.backends.mha.get_fastpath_enabled() is setting
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
