@@ -78,6 +78,12 @@ _MIN_CHECKS_PER_CYCLE = 4
 #: the second Gram–Schmidt pass is skipped when the first kept this share of every unit input
 #: direction (DGKS's 1/√2; ARPACK uses 0.717)
 _REORTH_ETA = 1.0 / math.sqrt(2.0)
+#: in float64, a new block's first Gram–Schmidt pass leaves in components along basis rows below
+#: this many ε (relative to the vector's norm): after the three-term recurrence the active rows
+#: carry only rounding (measured on the digits-MLP Hessian: ≤ 1.1e-14 ≈ 47ε, median 8ε), so the
+#: update reads just the rows that matter. float32 keeps full passes: 64ε = 7.6e-6 would show
+#: in the orthogonality of the returned vectors.
+_SKIP_OVERLAP = 64.0
 #: ``store_products=None`` keeps ``A V`` when that buffer takes at most this many bytes
 _STORE_PRODUCTS_MAX_BYTES = 1 << 30
 
@@ -379,6 +385,7 @@ class _BlockLanczos:
         self.gen, self.report = gen, report
         self.P = A.shape[0]
         self.eps = torch.finfo(A.dtype).eps
+        self.skip_below = _SKIP_OVERLAP * self.eps if A.dtype == torch.float64 else 0.0
         self.small = torch.device("cpu") if A.device.type == "mps" else A.device
         self.V = torch.empty(M, self.P, dtype=A.dtype, device=A.device)  # basis, one per row
         # A V, row for row, for the processed vectors (rotated and moved with V)
@@ -390,37 +397,47 @@ class _BlockLanczos:
     # -- block primitives ---------------------------------------------------------------------
 
     def _matmat(self, Q: torch.Tensor) -> torch.Tensor:
-        out = checked_matmat(self.A, Q.contiguous())
-        self.s.num_matvecs += Q.shape[1]
-        return out
+        """``A Qᵀ`` for a block of rows ``Q`` ``[b, P]``, returned as rows."""
+        out = checked_matmat(self.A, Q.mT)
+        self.s.num_matvecs += Q.shape[0]
+        return out.mT.contiguous()
 
     def _orthonormalize(
         self, W: torch.Tensor, ref_norm: torch.Tensor, rows: int
     ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-        """Orthonormalise a new block against ``V[:rows]``; replace dependent directions.
+        """Orthonormalise a new block of rows ``W`` ``[b, P]`` against ``V[:rows]``; replace
+        dependent directions.
 
-        Block classical Gram–Schmidt, "twice is enough" (BCGS2, Barlow & Smoktunowicz 2013):
-        one pass and a block QR, ``(I − VVᵀ)W = Q1 R1``; then one host synchronisation reads the
-        singular values of ``R1`` together with ``ref_norm`` (``‖AQ‖``, whose finiteness also
-        tells whether the operator returned NaN/inf) and the input's column norms. The second
-        pass (on the normalised ``Q1``, then a QR) is skipped when the first provably sufficed:
-        the rounding left along ``range(V)`` by one pass is ``O(ε)`` per unit column of the input,
-        so ``‖VᵀQ1‖ ≲ cε / σ_min(R1 D)`` with ``D`` the inverse column norms of the input, and
-        ``σ_min(R1 D) >= 1/√2`` keeps ``Q1`` as orthogonal as a second pass would (the block
-        form of the test of Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976, also used by
-        ARPACK). In Lanczos the three-term recurrence has already removed the large
-        components, so the test passes on most steps and halves the basis sweeps. Directions
-        with singular value below ``_RANK_TOL · ε · ‖A‖`` mean an invariant subspace was found
-        (breakdown); they are replaced by random directions orthogonal to the basis, with zero
-        coupling.
+        Block classical Gram–Schmidt, "twice is enough" (BCGS2, Barlow & Smoktunowicz 2013),
+        written for columns ``Wᵀ``: one pass and a block QR, ``(I − VᵀV)Wᵀ = Q1ᵀ R1``; then one
+        host synchronisation reads the singular values of ``R1`` together with ``ref_norm``
+        (``‖AQ‖``, whose finiteness also tells whether the operator returned NaN/inf) and the
+        input's norms. The second pass (on the normalised ``Q1``, then a QR) is skipped when the
+        first provably sufficed: the rounding left along ``range(Vᵀ)`` by one pass is ``O(ε)``
+        per unit input vector, so ``‖VQ1ᵀ‖ ≲ cε / σ_min(R1 D)`` with ``D`` the inverse norms of
+        the input, and ``σ_min(R1 D) >= 1/√2`` keeps ``Q1`` as orthogonal as a second pass would
+        (the block form of the test of Daniel, Gragg, Kaufman & Stewart, Math. Comp. 30, 1976,
+        also used by ARPACK). In Lanczos the three-term recurrence has already removed the large
+        components, so the test passes on most steps and halves the basis sweeps.
+
+        In float64 the first pass leaves in components below ``_SKIP_OVERLAP · ε`` (relative to
+        the input vector's norm), so its update reads only the basis rows that matter (see
+        :func:`_kernels.project_rows`): after the recurrence these are the few locked vectors
+        whose neglected coupling is largest, while the active rows carry rounding only. The
+        basis then stays orthonormal to ``O(_SKIP_OVERLAP · ε)``, every new block being
+        measured against every row.
+
+        Directions with singular value below ``_RANK_TOL · ε · ‖A‖`` mean an invariant subspace
+        was found (breakdown); they are replaced by random directions orthogonal to the basis,
+        with zero coupling.
 
         Returns:
-            ``(Q, C, ref, n_bad)``: ``Q`` ``[P, b]`` orthonormal and orthogonal to
-            ``V[:rows]``, ``C`` ``[b, b]`` float64 with ``(I − VVᵀ) W ≈ Q C``, ``ref_norm`` on
+            ``(Q, C, ref, n_bad)``: ``Q`` ``[b, P]`` orthonormal rows orthogonal to
+            ``V[:rows]``, ``C`` ``[b, b]`` float64 with ``(I − VᵀV) Wᵀ ≈ Qᵀ C``, ``ref_norm`` on
             the host, and the number of replaced directions.
         """
         Vr = self.V[:rows]
-        W1, sq_in = _kernels.project_rows(Vr, W)
+        W1, sq_in = _kernels.project_rows(Vr, W, skip_below=self.skip_below)
         Q1, R1 = _kernels.block_qr(W1)
         R1d = R1.to(torch.float64)
         # non-finite input is reported through ref_norm; keep the SVDs themselves from failing
@@ -443,16 +460,16 @@ class _BlockLanczos:
                 return Q1, R1d, ref, 0
             Q2, R2 = _kernels.block_qr(_kernels.project_rows(Vr, Q1)[0])
             return Q2, R2.to(torch.float64) @ R1d, ref, 0
-        # rank-revealing path: (I − VVᵀ)W = (Q1 U) diag(σ) Zᵀ; keep the directions with
+        # rank-revealing path: (I − VVᵀ)Wᵀ = (Q1ᵀ U) diag(σ) Zᵀ; keep the directions with
         # non-negligible σ, complete with random ones
         U, svals, Zh = torch.linalg.svd(R1d)
         good = torch.as_tensor(~bad, device=Q1.device)
         goodC = torch.as_tensor(~bad, device=R1d.device)
-        Qg = _kernels.project_rows(Vr, (Q1 @ U.to(Q1.dtype))[:, good])[0]
+        Qg = _kernels.project_rows(Vr, (U.mT.to(Q1.dtype) @ Q1)[good])[0]
         n_bad, ng = int(bad.sum()), int((~bad).sum())
         Z = randn(self.gen, self.P, n_bad, dtype=self.V.dtype, device=self.V.device)
-        Z = _kernels.project_rows(Vr, _kernels.project_rows(Vr, Z)[0])[0]
-        Qf, Rf = _kernels.block_qr(torch.cat([Qg, Z], dim=1))
+        Z = _kernels.project_rows(Vr, _kernels.project_rows(Vr, Z.mT.contiguous())[0])[0]
+        Qf, Rf = _kernels.block_qr(torch.cat([Qg, Z]))
         Qf = _kernels.project_rows(Vr, Qf)[0]  # the random part came from two passes; make sure
         Qf, Rf2 = _kernels.block_qr(Qf)
         Rg = (Rf2 @ Rf).to(torch.float64)[:ng, :ng]
@@ -468,8 +485,8 @@ class _BlockLanczos:
         if v0 is not None:
             X[:, : v0.shape[1]] = v0
         ref = torch.linalg.matrix_norm(X)
-        Q, _, _, _ = self._orthonormalize(X, ref, 0)
-        self.V[:b] = Q.mT
+        Q, _, _, _ = self._orthonormalize(X.mT.contiguous(), ref, 0)
+        self.V[:b] = Q
         self.s.C = torch.zeros(b, 0, dtype=torch.float64, device=self.small)
 
     def _room_for_step(self) -> bool:
@@ -478,12 +495,12 @@ class _BlockLanczos:
     def _step(self) -> None:
         s, b = self.s, self.b
         q0 = s.n_lock + s.m
-        Q = self.V[q0 : q0 + b].mT  # [P, b]
+        Q = self.V[q0 : q0 + b]  # [b, P]
         W = self._matmat(Q)
         if self.AV is not None:
-            self.AV[q0 : q0 + b] = W.mT
+            self.AV[q0 : q0 + b] = W
         ref = torch.linalg.matrix_norm(W)
-        Q_prev = self.V[s.n_lock + s.c0 : q0].mT
+        Q_prev = self.V[s.n_lock + s.c0 : q0]
         assert s.C is not None
         W, alpha = _kernels.three_term(W, Q, Q_prev, s.C.to(device=W.device, dtype=W.dtype))
         Qn, C, ref_h, n_bad = self._orthonormalize(W, ref, q0 + b)
@@ -496,7 +513,7 @@ class _BlockLanczos:
         Cs = s.C.to(self.small)
         self.T[m : m + b, s.c0 : m] = Cs
         self.T[s.c0 : m, m : m + b] = Cs.mT
-        self.V[q0 + b : q0 + 2 * b] = Qn.mT
+        self.V[q0 + b : q0 + 2 * b] = Qn
         s.m = m + b
         s.c0 = m
         s.C = C.to(self.small)
@@ -575,8 +592,10 @@ class _BlockLanczos:
         self._rotate(nl, m, ck.S[:, sel])
         n_lock_new = nl + len(active_wanted)
         X = randn(self.gen, self.P, b, dtype=self.V.dtype, device=self.V.device)
-        Q, _, _, _ = self._orthonormalize(X, torch.linalg.matrix_norm(X), n_lock_new)
-        self.V[n_lock_new : n_lock_new + b] = Q.mT
+        Q, _, _, _ = self._orthonormalize(
+            X.mT.contiguous(), torch.linalg.matrix_norm(X), n_lock_new
+        )
+        self.V[n_lock_new : n_lock_new + b] = Q
         s.locked_theta = np.concatenate([s.locked_theta, ck.theta[active_wanted]])
         s.n_lock, s.m, s.c0 = n_lock_new, 0, 0
         s.C = torch.zeros(b, 0, dtype=torch.float64, device=self.small)
@@ -766,13 +785,13 @@ class _BlockLanczos:
         G = torch.zeros(k, k, dtype=torch.float64, device=self.small) if rayleigh_ritz else None
         for j in range(0, k, b):
             c = min(b, k - j)
-            AXc = self._matmat(X[j : j + c].mT)
+            AXc = self._matmat(X[j : j + c])
             if G is not None:
-                G[:, j : j + c] = (X @ AXc).to(self.small, torch.float64)
+                G[:, j : j + c] = (X @ AXc.mT).to(self.small, torch.float64)
                 if store:
-                    self.V[k + j : k + j + c] = AXc.mT
+                    self.V[k + j : k + j + c] = AXc
             else:
-                self._rayleigh_residual(X[j : j + c], AXc.mT, theta, res, j)
+                self._rayleigh_residual(X[j : j + c], AXc, theta, res, j)
         if G is None:
             return
         theta_g, U = torch.linalg.eigh(0.5 * (G + G.mT))
@@ -785,7 +804,7 @@ class _BlockLanczos:
                 AXc = self.V[k + j : k + j + c]
                 self._rayleigh_residual(X[j : j + c], AXc, theta, res, j, theta_g[j : j + c])
             else:
-                AXc = self._matmat(X[j : j + c].mT).mT
+                AXc = self._matmat(X[j : j + c])
                 self._rayleigh_residual(X[j : j + c], AXc, theta, res, j)
 
     def _finish_stored(
@@ -820,7 +839,7 @@ class _BlockLanczos:
         for j0 in range(0, unsure.shape[0], b):
             idx = torch.as_tensor(unsure[j0 : j0 + b], dtype=torch.long, device=X.device)
             Xc = X.index_select(0, idx)
-            AXc = self._matmat(Xc.mT).mT
+            AXc = self._matmat(Xc)
             th = torch.empty(idx.shape[0], dtype=torch.float64, device=self.small)
             r = torch.empty_like(th)
             self._rayleigh_residual(Xc, AXc, th, r, 0)

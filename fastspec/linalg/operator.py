@@ -100,7 +100,9 @@ class LinearOperator(abc.ABC):
         """Apply the operator to a block.
 
         Args:
-            V: ``[P, B]`` block, ``self.dtype`` on ``self.device``.
+            V: ``[P, B]`` block, ``self.dtype`` on ``self.device``, in any memory layout
+                (eigsh passes the transpose of its contiguous basis rows; the adapters of
+                foreign code below make it contiguous first).
 
         Returns:
             ``A @ V``, ``[P, B]``.
@@ -216,6 +218,7 @@ class CallableOperator(LinearOperator):
         self.batched = bool(batched)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        V = V.contiguous()
         if self.batched:
             return self.fn(V)
         return torch.stack([self.fn(V[:, j]) for j in range(V.shape[1])], dim=1)
@@ -285,6 +288,7 @@ class MatmulOperator(LinearOperator):
         self._use_matmat = callable(getattr(obj, "matmat", None))
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        V = V.contiguous()
         if self._use_matmat:
             return self.obj.matmat(V)
         return self.obj @ V
