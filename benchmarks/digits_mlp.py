@@ -24,14 +24,21 @@ def trained_mlp(epochs: int = 30, seed: int = 0) -> tuple[nn.Module, torch.Tenso
     """The papers' recipe, shortened: SGD, momentum 0.9, lr 0.1, batch 128, weight decay 5e-4."""
     X, y = digits()
     torch.manual_seed(seed)
-    model = mlp()
+    return train(mlp(), X, y, epochs=epochs, seed=seed), X, y
+
+
+def train(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int
+) -> nn.Module:
+    """SGD, momentum 0.9, lr 0.1, batch 128, weight decay 5e-4; returns the model in eval mode."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(seed)
+    model.train()
     for _ in range(epochs):
         perm = torch.randperm(len(X), generator=g)
         for i in range(0, len(X), 128):
-            idx = perm[i : i + 128]
+            idx = perm[i : i + 128].to(X.device)
             opt.zero_grad()
             nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
             opt.step()
-    return model.eval(), X, y
+    return model.eval()

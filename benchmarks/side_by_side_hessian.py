@@ -1,24 +1,31 @@
-"""Top Hessian eigenvalues of the digits MLP: fastspec against curvlinops + scipy eigsh,
+"""Top Hessian eigenvalues of a digits model: fastspec against curvlinops + scipy eigsh,
 hessian-eigenthings' lanczos and PyHessian, side by side in one process.
 
     python benchmarks/side_by_side_hessian.py [--k 100] [--tol 1e-6] [--skip rebuilt pyhessian ...]
+    python benchmarks/side_by_side_hessian.py --device cuda                  # the same on a GPU
+    python benchmarks/side_by_side_hessian.py --device cuda --model resnet   # the GPU's CNN
+    python benchmarks/side_by_side_hessian.py --smoke --model resnet --skip curvlinops  # CI
 
-The problem (benchmarks/digits_mlp.py): a 301,066-parameter float64 ReLU MLP trained on the 1797
-digits; the Hessian of the full-data mean cross-entropy. Accuracy is judged by one certificate
-for every method: each returned eigenpair's residual ‖Hv − λv‖/|λ| recomputed with fastspec's
-operator (methods that return no vectors are compared on eigenvalues with the most accurate
-run). Writes benchmarks/results/hessian_vs_peers.md.
+The problems: `--model mlp` (benchmarks/digits_mlp.py), a 301,066-parameter float64 ReLU MLP;
+`--model resnet` (benchmarks/digits_resnet.py), a 308,074-parameter float64 ResNet-style CNN with
+BatchNorm (eval mode); both trained on the 1797 digits. The Hessian is that of the full-data
+mean cross-entropy. Accuracy is judged by one certificate for every method: each returned
+eigenpair's residual ‖Hv − λv‖/|λ| recomputed with fastspec's operator (methods that return no
+vectors are compared on eigenvalues with the most accurate run). Writes
+benchmarks/results/hessian_vs_peers.md (MLP on the CPU) or hessian_vs_peers_<model>_<device>.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 import warnings
 
 import numpy as np
 import torch
-from digits_mlp import trained_mlp
+from digits_mlp import digits, mlp, train, trained_mlp
+from digits_resnet import trained_resnet
 from record import write_markdown
 from torch import nn
 
@@ -31,6 +38,27 @@ def residuals(op: HessianOperator, values: torch.Tensor, vectors: torch.Tensor) 
     return torch.linalg.norm(HV - vectors * values, dim=0) / values.abs()
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def problem(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The trained model and the data of the Hessian (the first ``--samples`` digits)."""
+    device = torch.device(args.device)
+    epochs = 1 if args.smoke else 30
+    if args.model == "resnet":
+        model, X, y = trained_resnet(4 if args.smoke else 32, epochs, device=args.device)
+    elif args.smoke:
+        X, y = digits()
+        torch.manual_seed(0)
+        model = train(mlp(16), X, y, epochs=epochs, seed=0)
+    else:
+        model, X, y = trained_mlp()
+    n = args.samples or (200 if args.smoke else len(X))
+    return model.to(device), X[:n].to(device), y[:n].to(device)
+
+
 def hvp_cost(
     model: nn.Module, loss: nn.Module, data: list, X: torch.Tensor, y: torch.Tensor
 ) -> list[list[str]]:
@@ -41,9 +69,11 @@ def hvp_cost(
         torch.autograd.grad(nn.functional.cross_entropy(model(X), y), params)
 
     gradient()
+    sync(X.device)
     start = time.perf_counter()
     for _ in range(5):
         gradient()
+    sync(X.device)
     t_grad = (time.perf_counter() - start) / 5
     rows = []
     for label, options in [
@@ -53,25 +83,38 @@ def hvp_cost(
     ]:
         op = HessianOperator(model, loss, data, **options)
         for B in (1, 16):
-            V = torch.randn(op.shape[0], B, dtype=torch.float64)
+            V = torch.randn(op.shape[0], B, dtype=torch.float64, device=X.device)
             op.matmat(V)
+            sync(X.device)
             start = time.perf_counter()
             op.matmat(V)
+            sync(X.device)
             per = (time.perf_counter() - start) / B
             rows.append([label, B, f"{per * 1e3:.0f} ms", f"{per / t_grad:.2f}"])
     rows.append(["gradient (reference)", 1, f"{t_grad * 1e3:.0f} ms", "1.00"])
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--k", type=int, default=None, help="default 100 (4 with --smoke)")
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--skip", nargs="*", default=[])
-    parser.add_argument("--eigenthings-steps", type=int, default=300)
-    args = parser.parse_args()
-    k, tol = args.k, args.tol
-    model, X, y = trained_mlp()
+    parser.add_argument("--eigenthings-steps", type=int, default=None, help="default 3k")
+    parser.add_argument("--model", choices=["mlp", "resnet"], default="mlp")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--samples", type=int, default=None, help="default all (200 with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model and data (CI)")
+    args = parser.parse_args(argv)
+    k, tol = args.k or (4 if args.smoke else 100), args.tol
+    steps = args.eigenthings_steps or 3 * k
+    device = torch.device(args.device)
+    for peer, module in [("curvlinops", "curvlinops"), ("eigenthings", "hessian_eigenthings"),
+                         ("pyhessian", "pyhessian")]:  # fmt: skip
+        if peer not in args.skip and importlib.util.find_spec(module) is None:
+            print(f"{module} is not installed: its row is skipped", flush=True)
+            args.skip.append(peer)
+    model, X, y = problem(args)
     loss = nn.CrossEntropyLoss()
     data = [(X, y)]
     op = HessianOperator(model, loss, data)
@@ -82,6 +125,7 @@ def main() -> None:
 
     start = time.perf_counter()
     res = eigsh(op, k, tol=tol, seed=0, return_eigenvectors=True)
+    sync(device)
     runs["fastspec eigsh"] = {
         "time": time.perf_counter() - start, "values": res.eigenvalues, "vectors": res.eigenvectors,
         "matvecs": res.num_matvecs,
@@ -94,6 +138,7 @@ def main() -> None:
         fresh = HessianOperator(model, loss, data, cache_graph=False)
         start = time.perf_counter()
         r2 = eigsh(fresh, k, tol=tol, seed=0, return_eigenvectors=True)
+        sync(device)
         runs["fastspec eigsh, cache_graph=False"] = {
             "time": time.perf_counter() - start, "values": r2.eigenvalues, "vectors": r2.eigenvectors,
             "matvecs": r2.num_matvecs,
@@ -119,8 +164,8 @@ def main() -> None:
         order = np.argsort(vals)[::-1]
         runs["curvlinops + scipy eigsh"] = {
             "time": time.perf_counter() - start,
-            "values": torch.from_numpy(vals[order].copy()),
-            "vectors": torch.from_numpy(vecs[:, order].copy()),
+            "values": torch.from_numpy(vals[order].copy()).to(device),
+            "vectors": torch.from_numpy(vecs[:, order].copy()).to(device),
             "matvecs": counter["n"], "note": "ARPACK, one HVP at a time",
         }  # fmt: skip
         print("curvlinops", runs["curvlinops + scipy eigsh"]["time"], flush=True)
@@ -130,34 +175,38 @@ def main() -> None:
 
         hop = he.HessianOperator(model, data, he.supervised_loss(loss))
         start = time.perf_counter()
-        out = he.lanczos(hop, k=k, max_iter=args.eigenthings_steps, which="LA", tol=tol, seed=0)
-        vals = torch.as_tensor(out.eigenvalues, dtype=torch.float64)
-        vecs = torch.as_tensor(out.eigenvectors, dtype=torch.float64)
+        out = he.lanczos(hop, k=k, max_iter=steps, which="LA", tol=tol, seed=0)
+        sync(device)
+        vals = torch.as_tensor(out.eigenvalues, dtype=torch.float64, device=device)
+        vecs = torch.as_tensor(out.eigenvectors, dtype=torch.float64, device=device)
         if vecs.shape[0] != P:
             vecs = vecs.T
         order = torch.argsort(vals, descending=True)
-        runs[f"hessian-eigenthings lanczos ({args.eigenthings_steps} steps)"] = {
+        runs[f"hessian-eigenthings lanczos ({steps} steps)"] = {
             "time": time.perf_counter() - start, "values": vals[order], "vectors": vecs[:, order],
-            "matvecs": args.eigenthings_steps, "note": "single-vector Lanczos, no restart",
+            "matvecs": steps, "note": "single-vector Lanczos, no restart",
         }  # fmt: skip
         print("eigenthings", time.perf_counter() - start, flush=True)
 
     if "pyhessian" not in args.skip:
         from pyhessian import hessian as pyhessian
 
-        top = 10
+        top = min(10, k)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             start = time.perf_counter()
-            ph = pyhessian(model, loss, data=(X, y), cuda=False)
+            ph = pyhessian(model, loss, data=(X, y), cuda=device.type == "cuda")
             vals, vecs = ph.eigenvalues(maxIter=100, tol=1e-3, top_n=top)
+            sync(device)
         vecs = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vecs], 1)
         runs[f"PyHessian (top {top} only)"] = {
-            "time": time.perf_counter() - start, "values": torch.tensor(vals, dtype=torch.float64),
+            "time": time.perf_counter() - start,
+            "values": torch.tensor(vals, dtype=torch.float64, device=device),
             "vectors": vecs.double(), "matvecs": None, "note": "power iteration + deflation, its tol 1e-3",
         }  # fmt: skip
         start = time.perf_counter()
         small = eigsh(op, top, tol=tol, seed=0, return_eigenvectors=True)
+        sync(device)
         runs[f"fastspec eigsh (top {top})"] = {
             "time": time.perf_counter() - start, "values": small.eigenvalues, "vectors": small.eigenvectors,
             "matvecs": small.num_matvecs, "note": "for the PyHessian row",
@@ -179,7 +228,7 @@ def main() -> None:
     t_fs = runs["fastspec eigsh"]["time"]
     notes = [f"P = {P}; N = {len(X)}; k = {k}; tol = {tol}."]
     for name, r in runs.items():
-        if name.startswith("fastspec") or len(r["values"]) != k:
+        if name.startswith(("fastspec", "PyHessian")) or len(r["values"]) != k:
             continue
         if r["same_answers"]:
             notes.append(f"- speed-up of fastspec over {name}: **{r['time'] / t_fs:.1f}x**")
@@ -187,15 +236,19 @@ def main() -> None:
             notes.append(
                 f"- {name} did not reach the same answers (its sorted eigenvalues differ from the "
                 f"converged top {k} by up to {float(((r['values'] - ref).abs() / ref.abs()).max()):.0e} "
-                "relative: spurious copies of converged eigenvalues), so it is not compared on time"
+                "relative), so it is not compared on time"
             )
     cost = hvp_cost(model, loss, data, X, y)
     notes.append("\nCost of one Hessian-vector product (fastspec, full data), per vector:\n")
     notes.append("| method | block | time per vector | in gradients |\n|---|---|---|---|")
     notes += ["| " + " | ".join(str(c) for c in row) + " |" for row in cost]
+    name = "hessian_vs_peers"
+    if (args.model, device.type) != ("mlp", "cpu"):
+        name += f"_{args.model}_{device.type}"
+    label = {"mlp": "MLP", "resnet": "ResNet-style CNN"}[args.model]
     write_markdown(
-        "hessian_vs_peers",
-        f"Top-{k} Hessian eigenvalues of the digits MLP, fastspec vs peers",
+        name + ("_smoke" if args.smoke else ""),
+        f"Top-{k} Hessian eigenvalues of the digits {label} ({device.type}), fastspec vs peers",
         [
             "method",
             "pairs",
