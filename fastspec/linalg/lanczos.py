@@ -12,7 +12,10 @@ Algorithm (the references are the papers the method comes from):
   Barlow & Smoktunowicz, Numer. Math. 123, 2013). No ghost eigenvalues. The second pass is
   skipped when the first provably sufficed (the block form of the test of Daniel, Gragg,
   Kaufman & Stewart, Math. Comp. 30, 1976): after the local three-term recurrence it almost
-  always does, which halves the basis sweeps per step.
+  always does, which halves the basis sweeps per step. In float64 the first pass measures the
+  new block against every basis row but updates it only along the rows where its component
+  exceeds 64ε: the basis stays orthonormal to that level, and the update reads about a third
+  of the rows (those of the locked vectors with the largest neglected coupling).
 - Breakdown (an invariant subspace found): dependent directions of the new block are
   replaced by random ones orthogonal to the basis. Since a block Krylov space holds at most
   ``B`` copies of an eigenvalue, a run that broke down is only declared converged after a
@@ -33,8 +36,8 @@ Algorithm (the references are the papers the method comes from):
 
 The projected problem is kept and solved in float64 with ``torch.linalg.eigh`` whatever the
 operator's dtype. Host synchronisation happens once per block step (rank check of the new block
-and finiteness of the operator's output, read together) and once per convergence check, never
-per dot product.
+and finiteness of the operator's output, read together; in float64 once more, to choose the
+basis rows the Gram–Schmidt update reads) and once per convergence check, never per dot product.
 
 Reported residuals are never taken from the Lanczos estimates: they are ``‖Av − θv‖`` of the
 returned vectors, from the stored products ``A V`` rotated like the basis (``store_products``)
@@ -410,7 +413,7 @@ class _BlockLanczos:
 
         Block classical Gram–Schmidt, "twice is enough" (BCGS2, Barlow & Smoktunowicz 2013),
         written for columns ``Wᵀ``: one pass and a block QR, ``(I − VᵀV)Wᵀ = Q1ᵀ R1``; then one
-        host synchronisation reads the singular values of ``R1`` together with ``ref_norm``
+        host synchronisation (after the one of the float64 selective pass below) reads the singular values of ``R1`` together with ``ref_norm``
         (``‖AQ‖``, whose finiteness also tells whether the operator returned NaN/inf) and the
         input's norms. The second pass (on the normalised ``Q1``, then a QR) is skipped when the
         first provably sufficed: the rounding left along ``range(Vᵀ)`` by one pass is ``O(ε)``
@@ -460,7 +463,7 @@ class _BlockLanczos:
                 return Q1, R1d, ref, 0
             Q2, R2 = _kernels.block_qr(_kernels.project_rows(Vr, Q1)[0])
             return Q2, R2.to(torch.float64) @ R1d, ref, 0
-        # rank-revealing path: (I − VVᵀ)Wᵀ = (Q1ᵀ U) diag(σ) Zᵀ; keep the directions with
+        # rank-revealing path: (I − VᵀV)Wᵀ = (Q1ᵀ U) diag(σ) Zᵀ; keep the directions with
         # non-negligible σ, complete with random ones
         U, svals, Zh = torch.linalg.svd(R1d)
         good = torch.as_tensor(~bad, device=Q1.device)
