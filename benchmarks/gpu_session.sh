@@ -21,12 +21,13 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
-built() { python3 -c "import fastspec, sys; sys.exit(not fastspec.build_info()['cuda_compiled'])" 2>/dev/null; }
+# Python runs outside the clone, where ./fastspec would shadow the installed build
+built() { (cd /tmp && python3 -c "import fastspec, sys; sys.exit(not fastspec.build_info()['cuda_compiled'])") 2>/dev/null; }
 if ! built; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
   FASTSPEC_CUDA=ON FASTSPEC_CUDA_ARCHS=90 python3 -m pip install -q --no-build-isolation --no-deps . \
     >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
-  python3 -c "import fastspec; print(fastspec.build_info())" | tee "$out/info.txt"
+  (cd /tmp && python3 -c "import fastspec; print(fastspec.build_info())") | tee "$out/info.txt"
 fi
 for stage in $stages; do
   case $stage in
