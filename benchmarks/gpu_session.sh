@@ -21,7 +21,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
-# Python runs outside the clone, where ./fastspec would shadow the installed build
+# Python runs outside the clone (or with -P), where ./fastspec would shadow the installed build
 built() { (cd /tmp && python3 -c "import fastspec, sys; sys.exit(not fastspec.build_info()['cuda_compiled'])") 2>/dev/null; }
 if ! built; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
@@ -31,8 +31,8 @@ if ! built; then
 fi
 for stage in $stages; do
   case $stage in
-    tests) python3 -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -5 ;;
-    ops) python3 -m pytest -q benchmarks -k "cuda and not side_by_side" -p no:cacheprovider \
+    tests) python3 -P -m pytest -q -m cuda tests -p no:cacheprovider 2>&1 | tee "$out/cuda_tests.log" | tail -5 ;;
+    ops) python3 -P -m pytest -q benchmarks -k "cuda and not side_by_side" -p no:cacheprovider \
            --benchmark-columns=min,median,mean,rounds --benchmark-sort=name 2>&1 \
            | tee "$out/ops_cuda.log" | tail -30 ;;
     mlp|resnet) (cd benchmarks && timeout 560 python3 side_by_side_hessian.py --device cuda \
