@@ -395,15 +395,30 @@ class _BlockLanczos:
         self.AV = torch.empty_like(self.V) if store_products else None
         self.T = torch.zeros(M, M, dtype=torch.float64, device=self.small)
         self.s = _State()
+        self.scale: float | None = None  # power of two applied to every product (_output_scale)
         self._start(v0)
 
     # -- block primitives ---------------------------------------------------------------------
 
     def _matmat(self, Q: torch.Tensor) -> torch.Tensor:
-        """``A Qᵀ`` for a block of rows ``Q`` ``[b, P]``, returned as rows."""
+        """``A Qᵀ`` for a block of rows ``Q`` ``[b, P]``, returned as rows (times ``scale``)."""
         out = checked_matmat(self.A, Q.mT)
         self.s.num_matvecs += Q.shape[0]
-        return out.mT.contiguous()
+        out = out.mT.contiguous()
+        if self.scale is None:
+            self.scale = self._output_scale(out)
+        return out if self.scale == 1.0 else out * self.scale
+
+    def _output_scale(self, W: torch.Tensor) -> float:
+        """The power of two the solver multiplies every product by (:func:`_safe_scale`), from
+        the first product. One host read."""
+        peak = float(W.abs().amax()) if W.numel() else 0.0
+        if not math.isfinite(peak):
+            raise ValueError(
+                f"op returned NaN or inf (after {self.s.num_matvecs} matvecs); "
+                "eigsh needs a finite operator"
+            )
+        return _safe_scale(peak, W.dtype, self.P)
 
     def _orthonormalize(
         self, W: torch.Tensor, ref_norm: torch.Tensor, rows: int
@@ -754,6 +769,8 @@ class _BlockLanczos:
         if not (np.isfinite(theta_h).all() and np.isfinite(res_h).all()):
             raise ValueError("op returned NaN or inf while recomputing residuals")
         s.anorm = max(s.anorm, float(np.abs(theta_h).max()))
+        if self.scale not in (None, 1.0):  # undo the exact power-of-two scaling
+            theta_h, res_h, s.anorm = theta_h / self.scale, res_h / self.scale, s.anorm / self.scale
         eigvecs = None
         perm = _output_order(theta_h, self.which)
         if return_eigenvectors:
@@ -922,6 +939,21 @@ def _make_result(
     )
 
 
+def _safe_scale(peak: float, dtype: torch.dtype, P: int) -> float:
+    """``1``, or the power of two that brings an operator's largest entry ``peak`` near 1.
+
+    Sums of squares of length-``P`` vectors overflow (or underflow to 0) long before their
+    entries do: products reaching ``√(max / P)`` (about 1e16 in float32 at P = 10⁶) would be
+    reported as inf, and tiny ones would get residuals of exactly 0. Outside that window the
+    solvers work on ``2^e A``: scaling by a power of two is exact, so the run is the same run,
+    and eigenvalues and residuals are scaled back at the end.
+    """
+    info = torch.finfo(dtype)
+    if peak == 0.0 or 1024.0 * math.sqrt(info.tiny) <= peak <= math.sqrt(info.max / (64.0 * P)):
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(peak)[1])
+
+
 def _dense_eigsh(
     A: LinearOperator,
     k: int,
@@ -946,7 +978,8 @@ def _dense_eigsh(
             f"op is not symmetric: max|A - Aᵀ| / max|A| = {asym:.3g}; eigsh needs a symmetric "
             "operator"
         )
-    A64 = Ad.to(torch.float64)
+    scale = _safe_scale(float(Ad.abs().amax()), Ad.dtype, P)
+    A64 = Ad.to(torch.float64) * scale
     evals, evecs = torch.linalg.eigh(0.5 * (A64 + A64.mT))
     evals_h = evals.cpu().numpy()
     sel = _priority(evals_h, which)[:k]
@@ -959,7 +992,7 @@ def _dense_eigsh(
     for j in range(0, k, block_size):
         c = min(block_size, k - j)
         Xc = X[:, j : j + c].contiguous()
-        AXc = checked_matmat(A, Xc)
+        AXc = checked_matmat(A, Xc) * scale
         num_matvecs += c
         th = (Xc * AXc).sum(dim=0)
         r = torch.linalg.vector_norm(AXc - Xc * th, dim=0)
@@ -967,7 +1000,8 @@ def _dense_eigsh(
         res[j : j + c] = r.double().cpu().numpy()
     if not (np.isfinite(res).all() and np.isfinite(theta_out).all()):
         raise ValueError("op returned NaN or inf while recomputing residuals")
-    anorm = float(np.abs(evals_h).max())
+    anorm = float(np.abs(evals_h).max()) / scale
+    theta_out, res = theta_out / scale, res / scale
     report(EigshProgress(num_matvecs, k, k, 0, P))
     return _make_result(
         theta_out,

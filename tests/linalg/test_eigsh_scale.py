@@ -1,0 +1,59 @@
+"""Operators whose entries are finite but huge or tiny: sums of squares of their products
+overflow or underflow, so eigsh works on an exactly scaled copy (a power of two)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastspec.linalg import eigsh
+
+
+def operator(P: int, scale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=gen, dtype=torch.float64))
+    d = torch.linspace(1.0, 2.0, P, dtype=torch.float64) ** 3
+    A = ((Q * (d * scale)) @ Q.T).to(dtype)
+    return 0.5 * (A + A.T), d.flip(0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (torch.float32, 1e20),
+        (torch.float32, 1e-25),
+        (torch.float64, 1e160),
+        (torch.float64, 1e-170),
+    ],
+)
+@pytest.mark.parametrize("P", [20, 300])  # the dense path (P <= basis) and block Lanczos
+def test_huge_and_tiny_operators(dtype: torch.dtype, scale: float, P: int) -> None:
+    A, exact = operator(P, scale, dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-8
+    res = eigsh(A, 3, tol=tol, seed=0, return_eigenvectors=True)
+    assert res.method == ("dense" if P == 20 else "block-lanczos")
+    assert res.all_converged
+    torch.testing.assert_close(res.eigenvalues.double() / scale, exact[:3], rtol=tol, atol=0)
+    # the certificate is that of the returned vectors, recomputed in float64 on A / scale
+    V = res.eigenvectors.double()
+    lam = res.eigenvalues.double() / scale
+    direct = torch.linalg.vector_norm((A.double() / scale) @ V - V * lam, dim=0) / lam.abs()
+    assert bool((direct <= 2 * tol).all()), direct
+    assert bool((res.residuals > 0).all())  # no residual underflowed to an exact 0
+    # they agree up to the rounding of one product in the operator's dtype (ε‖A‖/|λ|, ‖A‖ ≤ 8)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(res.residuals, direct, rtol=0.5, atol=16 * eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaling_is_exact(dtype: torch.dtype) -> None:
+    """Scaled by a power of two, the run is the same run: same products, scaled eigenvalues."""
+    A, _ = operator(300, 1.0, dtype)
+    big = A * 2.0 ** (120 if dtype == torch.float32 else 1000)
+    r1 = eigsh(A, 3, tol=1e-4, seed=0)
+    r2 = eigsh(big, 3, tol=1e-4, seed=0)
+    assert r1.num_matvecs == r2.num_matvecs
+    torch.testing.assert_close(
+        r2.eigenvalues / (big[0, 0] / A[0, 0]), r1.eigenvalues, rtol=0, atol=0
+    )
+    torch.testing.assert_close(r2.residuals, r1.residuals, rtol=0, atol=0)
