@@ -58,7 +58,13 @@ import torch
 
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, randn
-from fastspec.linalg.operator import DenseOperator, LinearOperator, aslinearoperator, checked_matmat
+from fastspec.linalg.operator import (
+    DenseOperator,
+    LinearOperator,
+    aslinearoperator,
+    checked_matmat,
+    safe_scale,
+)
 
 __all__ = ["ConvergenceWarning", "EigshProgress", "EigshResult", "eigsh"]
 
@@ -410,7 +416,7 @@ class _BlockLanczos:
         return out if self.scale == 1.0 else out * self.scale
 
     def _output_scale(self, W: torch.Tensor) -> float:
-        """The power of two the solver multiplies every product by (:func:`_safe_scale`), from
+        """The power of two the solver multiplies every product by (:func:`~fastspec.linalg.operator.safe_scale`), from
         the first product. One host read."""
         peak = float(W.abs().amax()) if W.numel() else 0.0
         if not math.isfinite(peak):
@@ -418,7 +424,7 @@ class _BlockLanczos:
                 f"op returned NaN or inf (after {self.s.num_matvecs} matvecs); "
                 "eigsh needs a finite operator"
             )
-        return _safe_scale(peak, W.dtype, self.P)
+        return safe_scale(peak, W.dtype, self.P)
 
     def _orthonormalize(
         self, W: torch.Tensor, ref_norm: torch.Tensor, rows: int
@@ -939,21 +945,6 @@ def _make_result(
     )
 
 
-def _safe_scale(peak: float, dtype: torch.dtype, P: int) -> float:
-    """``1``, or the power of two that brings an operator's largest entry ``peak`` near 1.
-
-    Sums of squares of length-``P`` vectors overflow (or underflow to 0) long before their
-    entries do: products reaching ``√(max / P)`` (about 1e16 in float32 at P = 10⁶) would be
-    reported as inf, and tiny ones would get residuals of exactly 0. Outside that window the
-    solvers work on ``2^e A``: scaling by a power of two is exact, so the run is the same run,
-    and eigenvalues and residuals are scaled back at the end.
-    """
-    info = torch.finfo(dtype)
-    if peak == 0.0 or 1024.0 * math.sqrt(info.tiny) <= peak <= math.sqrt(info.max / (64.0 * P)):
-        return 1.0
-    return math.ldexp(1.0, -math.frexp(peak)[1])
-
-
 def _dense_eigsh(
     A: LinearOperator,
     k: int,
@@ -978,7 +969,7 @@ def _dense_eigsh(
             f"op is not symmetric: max|A - Aᵀ| / max|A| = {asym:.3g}; eigsh needs a symmetric "
             "operator"
         )
-    scale = _safe_scale(float(Ad.abs().amax()), Ad.dtype, P)
+    scale = safe_scale(float(Ad.abs().amax()), Ad.dtype, P)
     A64 = Ad.to(torch.float64) * scale
     evals, evecs = torch.linalg.eigh(0.5 * (A64 + A64.mT))
     evals_h = evals.cpu().numpy()

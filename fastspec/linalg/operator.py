@@ -416,3 +416,18 @@ def checked_matmat(op: LinearOperator, V: torch.Tensor) -> torch.Tensor:
             f"op.matmat returned a tensor on {out.device}, but the operator says {op.device}"
         )
     return out
+
+
+def safe_scale(peak: float, dtype: torch.dtype, P: int) -> float:
+    """``1``, or the power of two that brings an operator's largest entry ``peak`` near 1.
+
+    Sums of squares of length-``P`` vectors overflow (or underflow to 0) long before their
+    entries do: products reaching ``√(max / P)`` (about 1e16 in float32 at P = 10⁶) would be
+    reported as inf, and tiny ones would get residuals of exactly 0. Outside that window the
+    solvers work on ``2^e A``: scaling by a power of two is exact, so the run is the same run,
+    and eigenvalues and residuals are scaled back at the end.
+    """
+    info = torch.finfo(dtype)
+    if peak == 0.0 or 1024.0 * math.sqrt(info.tiny) <= peak <= math.sqrt(info.max / (64.0 * P)):
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(peak)[1])

@@ -31,7 +31,7 @@ import torch
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.lanczos import _check_symmetric
-from fastspec.linalg.operator import aslinearoperator, checked_matmat
+from fastspec.linalg.operator import aslinearoperator, checked_matmat, safe_scale
 
 __all__ = ["SLQResult", "pooled_ritz_values", "slq"]
 
@@ -170,10 +170,18 @@ def slq(
     anorm = torch.zeros((), dtype=A.dtype, device=A.device)
     cut = math.sqrt(eps)
     basis = torch.empty(R, m, P, dtype=A.dtype, device=A.device) if reorthogonalize else None
+    scale = 1.0
     for j in range(m):
         if basis is not None:
             basis[:, j] = v.mT
         w = checked_matmat(A, v)
+        if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
+            peak = float(w.abs().amax())
+            if not math.isfinite(peak):
+                raise ValueError("op returned NaN or inf; slq needs a finite operator")
+            scale = safe_scale(peak, A.dtype, P)
+        if scale != 1.0:
+            w = w * scale
         ref = torch.linalg.vector_norm(w, dim=0)
         finite &= torch.isfinite(ref).all()
         w, alpha = _kernels.lanczos_step_batched(
@@ -200,7 +208,7 @@ def slq(
         L = int(zero[0]) + 1 if zero.shape[0] else m
         T = np.diag(a_h[:L, r]) + np.diag(b_h[: L - 1, r], 1) + np.diag(b_h[: L - 1, r], -1)
         theta, U = np.linalg.eigh(T)
-        nodes[r, :L] = theta
+        nodes[r, :L] = theta / scale
         weights[r, :L] = U[0] ** 2
         lengths[r] = L
     return SLQResult(

@@ -1,12 +1,12 @@
 """Operators whose entries are finite but huge or tiny: sums of squares of their products
-overflow or underflow, so eigsh works on an exactly scaled copy (a power of two)."""
+overflow or underflow, so eigsh and slq work on an exactly scaled copy (a power of two)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fastspec.linalg import eigsh
+from fastspec.linalg import eigsh, slq
 
 
 def operator(P: int, scale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,3 +57,32 @@ def test_scaling_is_exact(dtype: torch.dtype) -> None:
         r2.eigenvalues / (big[0, 0] / A[0, 0]), r1.eigenvalues, rtol=0, atol=0
     )
     torch.testing.assert_close(r2.residuals, r1.residuals, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (torch.float32, 1e20),
+        (torch.float32, 1e-25),
+        (torch.float64, 1e160),
+        (torch.float64, 1e-170),
+    ],
+)
+def test_slq_on_huge_and_tiny_operators(dtype: torch.dtype, scale: float) -> None:
+    A, _ = operator(300, scale, dtype)
+    reference = slq(operator(300, 1.0, dtype)[0], num_probes=2, num_steps=30, seed=0)
+    res = slq(A, num_probes=2, num_steps=30, seed=0)
+    assert bool((res.lengths == 30).all())  # no β underflowed into a false invariant subspace
+    rtol = 1e-3 if dtype == torch.float32 else 1e-9  # the two matrices differ by rounding
+    torch.testing.assert_close(res.nodes / scale, reference.nodes, rtol=rtol, atol=0)
+    assert float(reference.nodes.max()) > 7.9  # the top of the spectrum (λ_max = 8) is there
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_slq_scaling_is_exact(dtype: torch.dtype) -> None:
+    A, _ = operator(300, 1.0, dtype)
+    factor = 2.0 ** (120 if dtype == torch.float32 else 1000)
+    r1 = slq(A, num_probes=2, num_steps=20, seed=0)
+    r2 = slq(A * factor, num_probes=2, num_steps=20, seed=0)
+    torch.testing.assert_close(r2.nodes / factor, r1.nodes, rtol=0, atol=0)
+    torch.testing.assert_close(r2.weights, r1.weights, rtol=0, atol=0)
