@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -209,19 +210,46 @@ class _ModelOperator(LinearOperator):
         raise NotImplementedError
 
 
-@contextlib.contextmanager
-def _differentiable_kernels() -> Iterator[None]:
+class _DifferentiableKernels:
     """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
     path: the same functions with every derivative (flash attention on CPU has neither double
     backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
-    forward-mode AD)."""
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
+    forward-mode AD).
+
+    Both switches are process-wide flags of PyTorch. Products that overlap in time (threads)
+    share one switch: the first to enter saves the caller's settings and the last to leave
+    restores them, so no product runs with the flags restored under it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._restore: contextlib.ExitStack | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                stack = contextlib.ExitStack()
+                stack.callback(
+                    torch.backends.mha.set_fastpath_enabled,
+                    torch.backends.mha.get_fastpath_enabled(),
+                )
+                torch.backends.mha.set_fastpath_enabled(False)
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+                self._restore = stack
+            self._depth += 1
+        try:
             yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._restore is not None:
+                    self._restore.close()
+                    self._restore = None
+
+
+_differentiable_kernels = _DifferentiableKernels()
 
 
 def _add(out: Params, term: Params) -> None:

@@ -248,3 +248,21 @@ def test_products_restore_the_attention_fast_path_flag() -> None:
             assert torch.backends.mha.get_fastpath_enabled() is setting
         finally:
             torch.backends.mha.set_fastpath_enabled(True)
+
+
+def test_overlapping_products_share_the_attention_switch() -> None:
+    """Two products overlapping in time (threads) whose contexts close out of order: the flag
+    stays off until the last one leaves, then the caller's setting comes back."""
+    from fastspec.curvature.operators import _differentiable_kernels
+
+    torch.backends.mha.set_fastpath_enabled(True)
+    try:
+        first, second = _differentiable_kernels(), _differentiable_kernels()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # the first product ends while the second still runs
+        assert torch.backends.mha.get_fastpath_enabled() is False
+        second.__exit__(None, None, None)
+        assert torch.backends.mha.get_fastpath_enabled() is True
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
