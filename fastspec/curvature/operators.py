@@ -196,7 +196,7 @@ class _ModelOperator(LinearOperator):
         B = V.shape[1]
         out = torch.zeros(B, P, dtype=self.dtype, device=self.device)
         if B > 0:
-            with model_mode(self.model, self.mode), _differentiable_kernels():
+            with _PRODUCTS, model_mode(self.model, self.mode), _differentiable_kernels():
                 self._accumulate(self._split(V.mT.contiguous()), self._split(out))
         self.num_matvecs += B
         return out.mT
@@ -210,46 +210,25 @@ class _ModelOperator(LinearOperator):
         raise NotImplementedError
 
 
-class _DifferentiableKernels:
+@contextlib.contextmanager
+def _differentiable_kernels() -> Iterator[None]:
     """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
     path: the same functions with every derivative (flash attention on CPU has neither double
     backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
-    forward-mode AD).
-
-    Both switches are process-wide flags of PyTorch. Products that overlap in time (threads)
-    share one switch: the first to enter saves the caller's settings and the last to leave
-    restores them, so no product runs with the flags restored under it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._restore: contextlib.ExitStack | None = None
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                stack = contextlib.ExitStack()
-                stack.callback(
-                    torch.backends.mha.set_fastpath_enabled,
-                    torch.backends.mha.get_fastpath_enabled(),
-                )
-                torch.backends.mha.set_fastpath_enabled(False)
-                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-                self._restore = stack
-            self._depth += 1
-        try:
+    forward-mode AD). Both are process-wide flags: products hold ``_PRODUCTS`` around them."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
             yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._restore is not None:
-                    self._restore.close()
-                    self._restore = None
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-_differentiable_kernels = _DifferentiableKernels()
+#: products run one at a time in a process. torch.func's transforms are not thread-safe (two
+#: threads running GGN products at once got an internal assertion in one and wrong numbers, up
+#: to 44× off, in the other), and a product switches process-wide flags and the model's mode
+_PRODUCTS = threading.RLock()
 
 
 def _add(out: Params, term: Params) -> None:

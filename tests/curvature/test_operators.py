@@ -250,19 +250,35 @@ def test_products_restore_the_attention_fast_path_flag() -> None:
             torch.backends.mha.set_fastpath_enabled(True)
 
 
-def test_overlapping_products_share_the_attention_switch() -> None:
-    """Two products overlapping in time (threads) whose contexts close out of order: the flag
-    stays off until the last one leaves, then the caller's setting comes back."""
-    from fastspec.curvature.operators import _differentiable_kernels
+def test_products_in_two_threads() -> None:
+    """GGN products (torch.func's forward mode, which the attention fast path lacks) on a
+    transformer from two threads: products run one at a time, so all are right (without the
+    lock, one thread hit an internal assertion of torch.func and the other got wrong numbers),
+    and the caller's fast-path setting is back afterwards."""
+    import threading
+
+    model = make_model("transformer")
+    x, y = make_data("transformer", 6)
+    op = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
+    v = torch.randn(op.shape[0], 2, dtype=torch.float64)
+    expected = op.matmat(v)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for _ in range(5):
+                torch.testing.assert_close(op.matmat(v), expected, rtol=1e-12, atol=1e-14)
+        except BaseException as e:  # reported to the main thread
+            errors.append(e)
 
     torch.backends.mha.set_fastpath_enabled(True)
     try:
-        first, second = _differentiable_kernels(), _differentiable_kernels()
-        first.__enter__()
-        second.__enter__()
-        first.__exit__(None, None, None)  # the first product ends while the second still runs
-        assert torch.backends.mha.get_fastpath_enabled() is False
-        second.__exit__(None, None, None)
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
         assert torch.backends.mha.get_fastpath_enabled() is True
     finally:
         torch.backends.mha.set_fastpath_enabled(True)
