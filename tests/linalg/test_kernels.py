@@ -104,3 +104,18 @@ def test_callables_get_contiguous_blocks_from_eigsh() -> None:
     res = eigsh(op, 3, tol=1e-10, seed=0, block_size=2)
     assert res.all_converged
     torch.testing.assert_close(res.eigenvalues, d.flip(0)[:3], atol=1e-10, rtol=0)
+
+
+def test_the_native_swap_point_gives_the_same_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``USE_NATIVE`` is empty on CPU (the BLAS pass on rows was faster); the native op must still
+    give the same full pass where a device turns it on."""
+    V = orthonormal_rows(20, 8)
+    W = torch.randn(2, P, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    expected, sq = _kernels.project_rows(V, W)
+    monkeypatch.setitem(_kernels.USE_NATIVE, "cpu", range(1, 17))
+    out, sq_native = _kernels.project_rows(V, W)
+    torch.testing.assert_close(out, expected, atol=1e-13, rtol=0)
+    torch.testing.assert_close(sq_native, sq, atol=0, rtol=1e-14)
+    # the selective pass (always the BLAS path) with every row above its threshold: the same
+    sel, _ = _kernels.project_rows(V, W, skip_below=1e-12)
+    torch.testing.assert_close(sel, expected, atol=1e-13, rtol=0)
