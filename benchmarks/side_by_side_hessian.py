@@ -43,6 +43,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def graph_note(op: HessianOperator) -> str:
+    """What the operator decided about the gradient graph (known after its first product)."""
+    if op.graph_cached:
+        return ", gradient graph kept"
+    return ", graph rebuilt per product" if op.hvp_method == "double_backward" else ""
+
+
 def problem(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The trained model and the data of the Hessian (the first ``--samples`` digits)."""
     device = torch.device(args.device)
@@ -123,28 +130,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"P = {P}, N = {len(X)}, train loss = {float(loss(model(X), y)):.4f}", flush=True)
     runs: dict[str, dict] = {}
 
-    start = time.perf_counter()
-    res = eigsh(op, k, tol=tol, seed=0, return_eigenvectors=True)
-    sync(device)
-    runs["fastspec eigsh"] = {
-        "time": time.perf_counter() - start, "values": res.eigenvalues, "vectors": res.eigenvectors,
-        "matvecs": res.num_matvecs,
-        "note": f"block {res.block_size}, basis {res.max_basis}, hvp {op.hvp_method}"
-        + (", gradient graph kept" if op.graph_cached else ""),
-    }  # fmt: skip
-    print("fastspec", runs["fastspec eigsh"]["time"], res.num_matvecs, flush=True)
+    def fastspec_run(name: str, operator: HessianOperator, pairs: int, note: str = "") -> None:
+        start = time.perf_counter()
+        r = eigsh(operator, pairs, tol=tol, seed=0, return_eigenvectors=True)
+        sync(device)
+        runs[name] = {
+            "time": time.perf_counter() - start, "values": r.eigenvalues, "vectors": r.eigenvectors,
+            "matvecs": r.num_matvecs,
+            "note": f"block {r.block_size}, basis {r.max_basis}, hvp {operator.hvp_method}"
+            + graph_note(operator) + note,
+        }  # fmt: skip
+        print(name, runs[name]["time"], r.num_matvecs, flush=True)
 
+    fastspec_run("fastspec eigsh", op, k)
     if "rebuilt" not in args.skip:  # the same solver with the graph rebuilt for every product
         fresh = HessianOperator(model, loss, data, cache_graph=False)
-        start = time.perf_counter()
-        r2 = eigsh(fresh, k, tol=tol, seed=0, return_eigenvectors=True)
-        sync(device)
-        runs["fastspec eigsh, cache_graph=False"] = {
-            "time": time.perf_counter() - start, "values": r2.eigenvalues, "vectors": r2.eigenvectors,
-            "matvecs": r2.num_matvecs,
-            "note": f"block {r2.block_size}, hvp {fresh.hvp_method}, graph rebuilt per product",
-        }  # fmt: skip
-        print("fastspec rebuilt", runs["fastspec eigsh, cache_graph=False"]["time"], flush=True)
+        fastspec_run("fastspec eigsh, cache_graph=False", fresh, k)
 
     if "curvlinops" not in args.skip:
         from curvlinops import HessianLinearOperator
@@ -204,13 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             "values": torch.tensor(vals, dtype=torch.float64, device=device),
             "vectors": vecs.double(), "matvecs": None, "note": "power iteration + deflation, its tol 1e-3",
         }  # fmt: skip
-        start = time.perf_counter()
-        small = eigsh(op, top, tol=tol, seed=0, return_eigenvectors=True)
-        sync(device)
-        runs[f"fastspec eigsh (top {top})"] = {
-            "time": time.perf_counter() - start, "values": small.eigenvalues, "vectors": small.eigenvectors,
-            "matvecs": small.num_matvecs, "note": "for the PyHessian row",
-        }  # fmt: skip
+        fastspec_run(f"fastspec eigsh (top {top})", op, top, ", for the PyHessian row")
 
     ref = runs["fastspec eigsh"]["values"]
     rows = []
