@@ -11,6 +11,7 @@ are never updated: the operators run the model on copies of its buffers.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,13 +74,26 @@ def check_mode(model: nn.Module, mode: str, allow_stochastic: bool) -> None:
         )
 
 
+#: held by :func:`model_mode` for the whole of every pass fastspec makes over a model (curvature
+#: products, per-sample gradients), so passes run one at a time in a process, and while fastspec
+#: reads a model's parameters. torch.func's transforms are not thread-safe (two threads running
+#: GGN products got an internal assertion in one and wrong numbers, up to 44× off, in the other;
+#: per-sample gradients came back up to 2.2 off); during a pass ``functional_call`` swaps the
+#: model's parameters for the pass's own tensors (a constructor reading them then would capture
+#: those), hooks sit on its modules, its mode is switched, and products switch process-wide
+#: attention flags
+MODEL_LOCK = threading.RLock()
+
+
 @contextmanager
 def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.train(mode == "train")
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards; holds
+    :data:`MODEL_LOCK` meanwhile."""
+    with MODEL_LOCK:
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            model.train(mode == "train")
+            yield
+        finally:
+            for m, flag in flags:
+                m.training = flag

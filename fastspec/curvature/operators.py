@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,7 +43,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastspec.curvature.data import as_batches, batch_size, pair, to_device, truncate
-from fastspec.curvature.mode import check_mode, model_mode
+from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.linalg import LinearOperator
 
@@ -98,7 +97,9 @@ class _ModelOperator(LinearOperator):
         self.model, self.loss_fn, self.batch_loss, self.mode = model, loss_fn, batch_loss, mode
         self.reduction = "mean" if batch_loss is not None else loss_reduction(loss_fn)
         self.param_names = select_parameters(model, params)
-        named = dict(model.named_parameters())
+        with MODEL_LOCK:
+            named = dict(model.named_parameters())
+            buffers = dict(model.named_buffers())
         first = named[self.param_names[0]]
         self.device = first.device
         self.dtype = dtype or first.dtype
@@ -108,7 +109,7 @@ class _ModelOperator(LinearOperator):
         cast = functools.partial(_cast, dtype=self.dtype)
         self._theta: Params = {n: cast(named[n]) for n in self.param_names}
         self._frozen: Params = {n: cast(p) for n, p in named.items() if n not in selected}
-        self._buffers: Params = {n: cast(b) for n, b in model.named_buffers()}
+        self._buffers: Params = {n: cast(b) for n, b in buffers.items()}
         self.param_shapes = {n: tuple(t.shape) for n, t in self._theta.items()}
         P = sum(t.numel() for t in self._theta.values())
         self.shape = (P, P)
@@ -196,7 +197,7 @@ class _ModelOperator(LinearOperator):
         B = V.shape[1]
         out = torch.zeros(B, P, dtype=self.dtype, device=self.device)
         if B > 0:
-            with _PRODUCTS, model_mode(self.model, self.mode), _differentiable_kernels():
+            with model_mode(self.model, self.mode), _differentiable_kernels():
                 self._accumulate(self._split(V.mT.contiguous()), self._split(out))
         self.num_matvecs += B
         return out.mT
@@ -215,7 +216,8 @@ def _differentiable_kernels() -> Iterator[None]:
     """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
     path: the same functions with every derivative (flash attention on CPU has neither double
     backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
-    forward-mode AD). Both are process-wide flags: products hold ``_PRODUCTS`` around them."""
+    forward-mode AD). Both are process-wide flags: products switch them inside
+    :func:`~fastspec.curvature.mode.model_mode`, which runs passes one at a time."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -223,12 +225,6 @@ def _differentiable_kernels() -> Iterator[None]:
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-
-
-#: products run one at a time in a process. torch.func's transforms are not thread-safe (two
-#: threads running GGN products at once got an internal assertion in one and wrong numbers, up
-#: to 44× off, in the other), and a product switches process-wide flags and the model's mode
-_PRODUCTS = threading.RLock()
 
 
 def _add(out: Params, term: Params) -> None:

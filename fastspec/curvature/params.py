@@ -9,6 +9,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from fastspec.curvature.mode import MODEL_LOCK
+
 ParamSpec = Union[
     None, str, Sequence[Union[str, torch.Tensor]], Callable[[str, torch.Tensor], bool]
 ]
@@ -23,7 +25,8 @@ def select_parameters(model: nn.Module, params: ParamSpec) -> list[str]:
             ``re.search`` against parameter names, a sequence of names or of the parameter
             tensors themselves, or a predicate ``(name, parameter) -> bool``.
     """
-    named = dict(model.named_parameters())
+    with MODEL_LOCK:
+        named = dict(model.named_parameters())
     if not named:
         raise ValueError("model has no parameters")
     if params is None:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from fastspec.curvature.data import as_batches, pair, to_device
-from fastspec.curvature.mode import check_mode, model_mode
+from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.grads.fallback import FallbackWarning, fallback_gradients
 from fastspec.grads.features import Dense, Feature
@@ -70,7 +70,9 @@ def gradient_plan(model: nn.Module, *, params: ParamSpec = None) -> GradientPlan
     found on the first chunk to be used outside its module moves to the fallback later)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return _plan(model, select_parameters(model, params))
+    names = select_parameters(model, params)
+    with MODEL_LOCK:
+        return _plan(model, names)
 
 
 def _plan(model: nn.Module, names: list[str]) -> GradientPlan:
@@ -152,7 +154,10 @@ class GradProblem:
         _check_batchnorm(model, mode)
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
         self.names = select_parameters(model, params)
-        named = dict(model.named_parameters())
+        with MODEL_LOCK:
+            named = dict(model.named_parameters())
+            buffers = dict(model.named_buffers())
+            self.plan = _plan(model, self.names)
         self.device = named[self.names[0]].device
         self.dtype = dtype or named[self.names[0]].dtype
         if self.dtype not in (torch.float32, torch.float64):
@@ -160,10 +165,9 @@ class GradProblem:
         selected = set(self.names)
         self.theta = {n: _cast(named[n], self.dtype) for n in self.names}
         self.frozen = {n: _cast(p, self.dtype) for n, p in named.items() if n not in selected}
-        self.buffers = {n: _cast(b, self.dtype) for n, b in model.named_buffers()}
+        self.buffers = {n: _cast(b, self.dtype) for n, b in buffers.items()}
         self.numels = {n: t.numel() for n, t in self.theta.items()}
         self.num_params = sum(self.numels.values())
-        self.plan = _plan(model, self.names)
         fallback_size = sum(self.numels[n] for n in self.plan.fallback)
         self.chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK, 2**25 // max(1, fallback_size)))
         self._checked = False

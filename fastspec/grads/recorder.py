@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 
 from fastspec.curvature.data import as_batches, pair, to_device
-from fastspec.curvature.mode import check_mode, model_mode
+from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.grads.hooks import sample_losses
 
@@ -80,7 +80,8 @@ class GradientRecorder:
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
         self.names = select_parameters(model, params)
         self._batches = None if data is None else as_batches(data)
-        named = dict(model.named_parameters())
+        with MODEL_LOCK:
+            named = dict(model.named_parameters())
         self._params = [named[n] for n in self.names]
         P = sum(p.numel() for p in self._params)
         g = torch.Generator().manual_seed(int(seed))
@@ -122,11 +123,13 @@ class GradientRecorder:
         """∇L(θ) [P] over ``data`` at the current parameters, L = (1/N) Σ_i ℓ_i."""
         if self._batches is None or self.loss_fn is None:
             raise ValueError("the full gradient needs loss_fn and data")
-        named = dict(self.model.named_parameters())
+        with MODEL_LOCK:
+            named = dict(self.model.named_parameters())
+            buffers = dict(self.model.named_buffers())
         theta = {n: named[n].detach().requires_grad_(True) for n in self.names}
         state = {
             **{n: p.detach() for n, p in named.items()},
-            **{n: b.detach().clone() for n, b in self.model.named_buffers()},
+            **{n: b.detach().clone() for n, b in buffers.items()},
             **theta,
         }
         total = [torch.zeros_like(t) for t in theta.values()]

@@ -13,6 +13,7 @@ from curvature_models import (
     make_model,
     rel_err,
 )
+from threads import run_in_threads
 from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
@@ -250,35 +251,27 @@ def test_products_restore_the_attention_fast_path_flag() -> None:
             torch.backends.mha.set_fastpath_enabled(True)
 
 
-def test_products_in_two_threads() -> None:
+def test_products_in_threads() -> None:
     """GGN products (torch.func's forward mode, which the attention fast path lacks) on a
-    transformer from two threads: products run one at a time, so all are right (without the
-    lock, one thread hit an internal assertion of torch.func and the other got wrong numbers),
-    and the caller's fast-path setting is back afterwards."""
-    import threading
-
+    transformer from several threads, some building new operators on the same model meanwhile:
+    passes run one at a time and constructors read the model's own parameters, so all products
+    are right (without the lock, one thread hit an internal assertion of torch.func and another
+    got wrong numbers), and the caller's fast-path setting is back afterwards."""
     model = make_model("transformer")
     x, y = make_data("transformer", 6)
     op = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
     v = torch.randn(op.shape[0], 2, dtype=torch.float64)
     expected = op.matmat(v)
-    errors: list[BaseException] = []
 
     def run() -> None:
-        try:
-            for _ in range(5):
-                torch.testing.assert_close(op.matmat(v), expected, rtol=1e-12, atol=1e-14)
-        except BaseException as e:  # reported to the main thread
-            errors.append(e)
+        for _ in range(5):
+            torch.testing.assert_close(op.matmat(v), expected, rtol=1e-12, atol=1e-14)
+            fresh = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
+            torch.testing.assert_close(fresh.matmat(v), expected, rtol=1e-12, atol=1e-14)
 
     torch.backends.mha.set_fastpath_enabled(True)
     try:
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+        run_in_threads(run)
         assert torch.backends.mha.get_fastpath_enabled() is True
     finally:
         torch.backends.mha.set_fastpath_enabled(True)
