@@ -47,7 +47,7 @@ def graph_note(op: HessianOperator) -> str:
     """What the operator decided about the gradient graph (known after its first product)."""
     if op.graph_cached:
         return ", gradient graph kept"
-    return ", graph rebuilt per product" if op.hvp_method == "double_backward" else ""
+    return ", graph rebuilt per product" if op.method == "double_backward" else ""
 
 
 def problem(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         runs[name] = {
             "time": time.perf_counter() - start, "values": r.eigenvalues, "vectors": r.eigenvectors,
             "matvecs": r.num_matvecs,
-            "note": f"block {r.block_size}, basis {r.max_basis}, hvp {operator.hvp_method}"
+            "note": f"block {r.block_size}, basis {r.max_basis}, hvp {operator.method}"
             + graph_note(operator) + note,
         }  # fmt: skip
         print(name, runs[name]["time"], r.num_matvecs, flush=True)

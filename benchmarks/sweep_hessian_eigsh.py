@@ -34,7 +34,7 @@ def main() -> None:
             print(
                 f"B={res.block_size} basis={res.max_basis}: {time.perf_counter() - start:.1f} s, "
                 f"{res.num_matvecs} products, {res.num_restarts} restarts, "
-                f"max residual {float(res.residuals.max()):.1e}, hvp {op.hvp_method}, "
+                f"max residual {float(res.residuals.max()):.1e}, hvp {op.method}, "
                 f"graph kept {op.graph_cached}",
                 flush=True,
             )

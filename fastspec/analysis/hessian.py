@@ -325,7 +325,7 @@ def analyze_hessian(
         "num_samples": op.num_samples,
         "mode": mode,
         "params": params if isinstance(params, str) or params is None else "custom",
-        "hvp_method": op.hvp_method,
+        "hvp_method": op.method,
         "graph_cached": op.graph_cached,
         "block_size": eig.block_size,
         "max_basis": eig.max_basis,

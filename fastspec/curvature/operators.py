@@ -13,11 +13,15 @@ Every ``matmat`` runs one pass over the data for a whole block of vectors. The H
 has two exact block Hessian-vector products: reverse-over-reverse (``"double_backward"``: one
 backward with ``create_graph`` per batch, then one backward through that graph per vector) and
 forward-over-reverse (``"forward_over_reverse"``: ``vmap(jvp(grad))``). ``hvp="auto"`` times one
-product of each on the first block and keeps the faster (the choice is in ``hvp_method``). When
+product of each on the first block and keeps the faster (the choice is in ``method``). When
 the gradient graphs of all batches fit in memory (``cache_graph``), reverse-over-reverse keeps
 them: every later product is one backward pass through a stored graph, with no forward pass and
 no first backward (digits MLP, 301k parameters: 1.96 gradients per vector, against 3.13 with the
 graph rebuilt for a single vector and 3.45 forward-over-reverse).
+
+The GGN and empirical-Fisher operators have the same two choices (``jvp=``) for ``J v``: reverse
+mode through the kept graphs of the output and of ``Jᵀ u`` (the double-backward trick), or
+forward mode (``vmap(jvp)``, after a forward pass per block).
 
 The model is run with ``torch.func.functional_call`` on detached copies of its parameters (cast
 to ``dtype``) and of its buffers: the model itself is never modified, and the operator is
@@ -51,7 +55,6 @@ __all__ = ["EmpiricalFisherOperator", "GGNOperator", "HessianOperator"]
 
 Params = dict[str, torch.Tensor]
 BatchLoss = Callable[[Callable[..., Any], Any], torch.Tensor]
-HVP_METHODS = ("double_backward", "forward_over_reverse")
 
 
 def loss_reduction(loss_fn: Any) -> str:
@@ -203,11 +206,7 @@ class _ModelOperator(LinearOperator):
         return out.mT
 
     def _accumulate(self, V: Params, out: Params) -> None:
-        """``out += (operator) V``, one term per batch."""
-        for batch, n in self.batches():
-            _add(out, self._batch_product(batch, n, V))
-
-    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
+        """``out += (operator) V``."""
         raise NotImplementedError
 
 
@@ -232,7 +231,138 @@ def _add(out: Params, term: Params) -> None:
         out[name] += t
 
 
-class HessianOperator(_ModelOperator):
+class _TwoMethods(_ModelOperator):
+    """Products by one of two exact methods: reverse-mode through a graph built per batch
+    (``"double_backward"``), which is kept between products when all batches' graphs fit in
+    memory, or a forward-mode one (``FORWARD``). ``"auto"`` times one product of each on the
+    first block and keeps the faster; ``method`` records the choice and ``method_timings`` the
+    times."""
+
+    FORWARD: str  # the forward-mode method's name
+    OPTION: str  # the constructor argument that picks the method
+    PRODUCT: str  # what the methods compute, for messages
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        data: Any,
+        *,
+        method: str,
+        cache_graph: bool | None,
+        **kwargs: Any,
+    ) -> None:
+        methods = ("double_backward", self.FORWARD)
+        if method not in ("auto", *methods):
+            raise ValueError(
+                f"{self.OPTION} must be 'auto', 'double_backward' or {self.FORWARD!r}, got {method!r}"
+            )
+        if cache_graph not in (None, True, False):
+            raise TypeError(f"cache_graph must be None, True or False, got {cache_graph!r}")
+        if cache_graph and method == self.FORWARD:
+            raise ValueError(
+                "cache_graph=True keeps reverse-mode graphs: use "
+                f"{self.OPTION}='double_backward' or 'auto' with it"
+            )
+        super().__init__(model, loss_fn, data, **kwargs)
+        self.methods = methods
+        self.method: str | None = None if method == "auto" else method
+        self.method_timings: dict[str, float] = {}
+        self.graph_cached: bool | None = False if method == self.FORWARD else cache_graph
+        self._graphs: list[Any] = []
+
+    def _new_graph(self, batch: Any, n: int) -> Any:
+        """The batch's reverse-mode graph: an object with ``apply(V, *, keep, out=None)``."""
+        raise NotImplementedError
+
+    def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
+        raise NotImplementedError
+
+    def _accumulate(self, V: Params, out: Params) -> None:
+        if self.method == "double_backward" and len(self._graphs) == self.num_batches:
+            for graph in self._graphs:  # every batch's graph is kept: no pass over the data
+                graph.apply(V, keep=True, out=out)
+            return
+        for index, (batch, n) in enumerate(self.batches()):
+            _add(out, self._batch_term(index, batch, n, V))
+
+    def _batch_term(self, index: int, batch: Any, n: int, V: Params) -> Params:
+        if self.method is None:
+            return self._choose_method(index, batch, n, V)
+        try:
+            return self._product(self.method, index, batch, n, V)
+        except (RuntimeError, NotImplementedError) as exc:
+            other = next(m for m in self.methods if m != self.method)
+            raise RuntimeError(
+                f"{self.OPTION}={self.method!r} failed for this model: {exc}. A layer may "
+                f"lack {'double-backward' if self.method == 'double_backward' else 'forward-mode'}"
+                f" support; try {self.OPTION}={other!r}"
+            ) from exc
+
+    def _choose_method(self, index: int, batch: Any, n: int, V: Params) -> Params:
+        """Time one product of each method on the first block and keep the faster; a graph
+        that is kept is built outside the timing (later products only run through it)."""
+        results: dict[str, Params] = {}
+        errors: dict[str, str] = {}
+        for method in self.methods:
+            try:
+                if method == "double_backward":
+                    self._graph(index, batch, n)
+                start = time.perf_counter()
+                results[method] = self._product(method, index, batch, n, V)
+                self.method_timings[method] = time.perf_counter() - start
+            except (RuntimeError, NotImplementedError) as exc:
+                errors[method] = str(exc)
+        if not results:
+            raise RuntimeError(
+                f"no {self.PRODUCT} works for this model (a layer lacks both double-backward "
+                f"and forward-mode support): {errors}"
+            )
+        self.method = min(results, key=lambda m: self.method_timings[m])
+        if self.method != "double_backward":
+            self._graphs, self.graph_cached = [], False
+        return results[self.method]
+
+    def _product(self, method: str, index: int, batch: Any, n: int, V: Params) -> Params:
+        if method == self.FORWARD:
+            return self._forward_product(batch, n, V)
+        return self._graph(index, batch, n).apply(V, keep=bool(self.graph_cached))
+
+    def _graph(self, index: int, batch: Any, n: int) -> Any:
+        """Batch ``index``'s graph: the kept one, or a new one (kept if they fit)."""
+        if index < len(self._graphs):
+            return self._graphs[index]
+        if self.graph_cached is None:  # decide once, from the first batch's saved tensors
+            probe = _saved_bytes(lambda: self._new_graph(batch, n)) + _nbytes(self._theta)
+            self.graph_cached = probe * self.num_samples / n <= GRAPH_CACHE_BYTES
+        graph = self._new_graph(batch, n)
+        if self.graph_cached and index == len(self._graphs):
+            self._graphs.append(graph)
+        return graph
+
+
+GRAPH_CACHE_BYTES = 2 * 2**30
+
+
+def _saved_bytes(build: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves while ``build()`` runs (a probe, then freed)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        build()
+    return sum(storages.values())
+
+
+def _nbytes(tensors: Params) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+class HessianOperator(_TwoMethods):
     """The Hessian of the full-data loss, exactly.
 
     Args:
@@ -246,7 +376,8 @@ class HessianOperator(_ModelOperator):
         mode: ``"eval"`` (default: running BatchNorm statistics, dropout off) or ``"train"``
             (batch statistics; stochastic layers refused unless ``allow_stochastic``).
         dtype: compute dtype (default: the parameters'); float64 for exact spectra.
-        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (the choice is
+            in ``method``).
         batch_loss: hook ``batch_loss(model, batch) -> scalar mean loss of the batch`` for
             models that take dicts (language models); ``model`` runs the operator's parameters.
         max_samples: use only the first ``max_samples`` samples of ``data`` (``num_samples``
@@ -259,6 +390,10 @@ class HessianOperator(_ModelOperator):
             ``GRAPH_CACHE_BYTES`` (2 GiB) in all; ``True`` always, ``False`` never. The data
             are then read once, on the first product. ``graph_cached`` records the outcome.
     """
+
+    FORWARD = "forward_over_reverse"
+    OPTION = "hvp"
+    PRODUCT = "Hessian-vector product"
 
     def __init__(
         self,
@@ -275,100 +410,22 @@ class HessianOperator(_ModelOperator):
         allow_stochastic: bool = False,
         cache_graph: bool | None = None,
     ) -> None:
-        if hvp not in ("auto", *HVP_METHODS):
-            raise ValueError(
-                f"hvp must be 'auto', 'double_backward' or 'forward_over_reverse', got {hvp!r}"
-            )
-        if cache_graph not in (None, True, False):
-            raise TypeError(f"cache_graph must be None, True or False, got {cache_graph!r}")
-        if cache_graph and hvp == "forward_over_reverse":
-            raise ValueError(
-                "cache_graph=True keeps reverse-mode gradient graphs: use hvp='double_backward' "
-                "or 'auto' with it"
-            )
         super().__init__(
-            model, loss_fn, data, params=params, mode=mode, dtype=dtype, batch_loss=batch_loss,
-            max_samples=max_samples, allow_stochastic=allow_stochastic,
+            model, loss_fn, data, method=hvp, cache_graph=cache_graph, params=params, mode=mode,
+            dtype=dtype, batch_loss=batch_loss, max_samples=max_samples,
+            allow_stochastic=allow_stochastic,
         )  # fmt: skip
-        self.hvp_method: str | None = None if hvp == "auto" else hvp
-        self.hvp_timings: dict[str, float] = {}
-        self.graph_cached: bool | None = False if hvp == "forward_over_reverse" else cache_graph
-        self._graphs: list[_GradientGraph] = []
 
-    def _accumulate(self, V: Params, out: Params) -> None:
-        if self.hvp_method == "double_backward" and len(self._graphs) == self.num_batches:
-            for graph in self._graphs:  # every batch's graph is kept: no pass over the data
-                graph.apply(V, keep=True, out=out)
-            return
-        for index, (batch, n) in enumerate(self.batches()):
-            _add(out, self._batch_hvp(index, batch, n, V))
+    def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
+        def one(v: Params) -> Params:
+            g = grad(lambda theta: self._batch_loss(theta, batch, n))
+            return jvp(g, (self._theta,), (v,))[1]
 
-    def _batch_hvp(self, index: int, batch: Any, n: int, V: Params) -> Params:
-        if self.hvp_method is None:
-            return self._choose_method(index, batch, n, V)
-        try:
-            return self._hvp(self.hvp_method, index, batch, n, V)
-        except (RuntimeError, NotImplementedError) as exc:
-            other = next(m for m in HVP_METHODS if m != self.hvp_method)
-            raise RuntimeError(
-                f"hvp={self.hvp_method!r} failed for this model: {exc}. A layer may "
-                f"lack {'double-backward' if self.hvp_method == 'double_backward' else 'forward-mode'}"
-                f" support; try hvp={other!r}"
-            ) from exc
+        # contiguous tangents: vmap's batching rules copy strided ones in every op
+        return vmap(one)({k: v.contiguous() for k, v in V.items()})
 
-    def _choose_method(self, index: int, batch: Any, n: int, V: Params) -> Params:
-        """Time one product of each method on the first block and keep the faster; a graph
-        that is kept is built outside the timing (later products only run through it)."""
-        results: dict[str, Params] = {}
-        errors: dict[str, str] = {}
-        for method in HVP_METHODS:
-            try:
-                if method == "double_backward":
-                    self._graph(index, batch, n)
-                start = time.perf_counter()
-                results[method] = self._hvp(method, index, batch, n, V)
-                self.hvp_timings[method] = time.perf_counter() - start
-            except (RuntimeError, NotImplementedError) as exc:
-                errors[method] = str(exc)
-        if not results:
-            raise RuntimeError(
-                "no Hessian-vector product works for this model (a layer lacks both "
-                f"double-backward and forward-mode support): {errors}"
-            )
-        self.hvp_method = min(results, key=lambda m: self.hvp_timings[m])
-        if self.hvp_method != "double_backward":
-            self._graphs, self.graph_cached = [], False
-        return results[self.hvp_method]
-
-    def _hvp(self, method: str, index: int, batch: Any, n: int, V: Params) -> Params:
-        if method == "forward_over_reverse":
-
-            def one(v: Params) -> Params:
-                g = grad(lambda theta: self._batch_loss(theta, batch, n))
-                return jvp(g, (self._theta,), (v,))[1]
-
-            # contiguous tangents: vmap's batching rules copy strided ones in every op
-            return vmap(one)({k: v.contiguous() for k, v in V.items()})
-        return self._graph(index, batch, n).apply(V, keep=bool(self.graph_cached))
-
-    def _graph(self, index: int, batch: Any, n: int) -> _GradientGraph:
-        """Batch ``index``'s gradient graph: the kept one, or a new one (kept if they fit)."""
-        if index < len(self._graphs):
-            return self._graphs[index]
-
-        def loss(theta: Params) -> torch.Tensor:
-            return self._batch_loss(theta, batch, n)
-
-        if self.graph_cached is None:  # decide once, from the first batch's saved tensors
-            estimate = _GradientGraph.saved_bytes(loss, self._theta) * self.num_samples / n
-            self.graph_cached = estimate <= GRAPH_CACHE_BYTES
-        graph = _GradientGraph(loss, self._theta)
-        if self.graph_cached and index == len(self._graphs):
-            self._graphs.append(graph)
-        return graph
-
-
-GRAPH_CACHE_BYTES = 2 * 2**30
+    def _new_graph(self, batch: Any, n: int) -> _GradientGraph:
+        return _GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
 
 
 class _GradientGraph:
@@ -401,61 +458,124 @@ class _GradientGraph:
                 grad_outputs=[V[name][b] for name, _ in self.live],
                 retain_graph=keep or b < B - 1, allow_unused=True,
             )  # fmt: skip
-            for name, h in zip(self.leaves, hv):
-                if h is not None:
-                    out[name][b] += h
+            _add_grads(out, b, self.leaves, hv)
         return out
 
-    @staticmethod
-    def saved_bytes(loss: Callable[[Params], torch.Tensor], theta: Params) -> int:
-        """Bytes of the tensors autograd saves to build this graph (a probe, then freed),
-        plus the stored gradient."""
-        storages: dict[int, int] = {}
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            _GradientGraph(loss, theta)
-        return sum(storages.values()) + sum(t.numel() * t.element_size() for t in theta.values())
+def _add_grads(out: Params, b: int, names: Params, grads: Any) -> None:
+    """``out[name][b] += g`` for each gradient ``g`` (``None``: zero)."""
+    for name, g in zip(names, grads):
+        if g is not None:
+            out[name][b] += g
 
 
-class _OutputCurvature(_ModelOperator):
+class _OutputCurvature(_TwoMethods):
     """``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in
-    output space: one forward pass per block, then per vector a forward-mode ``J v``, ``M`` in
-    output space and a backward ``Jᵀ u`` (no per-sample gradient is ever formed)."""
+    output space; no per-sample gradient is ever formed. ``J v`` is taken in reverse mode, as
+    the derivative of ``Jᵀ u`` with respect to ``u`` through the graph of ``Jᵀ u`` (the
+    double-backward trick: ``"double_backward"``, graphs kept like the Hessian's), or in forward
+    mode (``"forward"``: a forward pass per block, then ``vmap(jvp)``); then ``M`` in output
+    space and a backward ``Jᵀ w``."""
+
+    FORWARD = "forward"
+    OPTION = "jvp"
+    PRODUCT = "Jacobian-vector product"
 
     def __init__(
-        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor],
+        data: Any,
+        *,
+        jvp: str = "auto",
+        cache_graph: bool | None = None,
+        **kwargs: Any,
     ) -> None:
         if kwargs.get("batch_loss") is not None:
             raise ValueError(
                 f"{type(self).__name__} needs loss_fn(outputs, targets); batch_loss is not supported"
             )
-        super().__init__(model, loss_fn, data, **kwargs)
+        super().__init__(model, loss_fn, data, method=jvp, cache_graph=cache_graph, **kwargs)
 
-    def _batch_product(self, batch: Any, n: int, V: Params) -> Params:
-        inputs, targets = pair(batch)
-
+    def _output_fn(self, inputs: Any) -> Callable[[Params], torch.Tensor]:
         def output(theta: Params) -> torch.Tensor:
             out = self._forward(theta, inputs)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"{type(self).__name__} needs a model that returns one tensor")
             return out
 
+        return output
+
+    def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
+        inputs, targets = pair(batch)
+        output = self._output_fn(inputs)
         primal = vjp(output, self._theta)
         z, pullback = primal[0].detach(), primal[1]
         V = {k: v.contiguous() for k, v in V.items()}  # vmap copies strided tangents in every op
         Jv = vmap(lambda v: jvp(output, (self._theta,), (v,))[1])(V)
-        return vmap(pullback)(self._output_product(z, targets, n, Jv))[0]
+        return vmap(pullback)(self._output_curvature(z, targets, n)(Jv))[0]
 
-    def _output_product(
-        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
-    ) -> torch.Tensor:
-        """``M`` applied to each of the ``B`` output-space vectors ``Jv`` ``[B, *z.shape]``."""
+    def _new_graph(self, batch: Any, n: int) -> _OutputGraph:
+        inputs, targets = pair(batch)
+        return _OutputGraph(
+            self._output_fn(inputs), self._theta, lambda z: self._output_curvature(z, targets, n)
+        )
+
+    def _output_curvature(
+        self, z: torch.Tensor, targets: Any, n: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``M`` for this batch: a function applying it to ``B`` output-space vectors
+        ``[B, *z.shape]``."""
         raise NotImplementedError
+
+
+class _OutputGraph:
+    """One batch's output ``z = f(θ)`` with its graph, and the graph of ``Jᵀ u`` built with
+    ``create_graph`` at a free ``u``: per vector, ``J v = ∂⟨Jᵀu, v⟩/∂u`` is one backward through
+    the second, ``w = M J v`` is formed in output space, and ``Jᵀ w`` is one backward through
+    the first."""
+
+    def __init__(
+        self,
+        output: Callable[[Params], torch.Tensor],
+        theta: Params,
+        curvature: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]],
+    ) -> None:
+        self.leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+        self.z = output(self.leaves)
+        self.u = torch.zeros_like(self.z, requires_grad=True)
+        jtu = torch.autograd.grad(
+            self.z, list(self.leaves.values()), grad_outputs=self.u, create_graph=True,
+            allow_unused=True,
+        )  # fmt: skip
+        self.live = [(name, g) for name, g in zip(self.leaves, jtu) if g is not None]
+        # built on the first product: torch.func (used by M) refuses the size probe's hooks
+        self.curvature = curvature
+        self.M: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
+        """``{name: [B, *shape]}`` → ``Jᵀ M J`` times each of the ``B`` vectors, added to
+        ``out`` (default: zeros); ``keep=False`` frees the graphs after the last vector."""
+        if out is None:
+            out = {k: torch.zeros_like(v) for k, v in V.items()}
+        if not self.live:
+            return out
+        if self.M is None:
+            self.M = self.curvature(self.z.detach())
+        B = next(iter(V.values())).shape[0]
+        leaves = list(self.leaves.values())
+        for b in range(B):  # one vector at a time, as for the Hessian's graph
+            retain = keep or b < B - 1
+            (Jv,) = torch.autograd.grad(
+                [g for _, g in self.live], self.u,
+                grad_outputs=[V[name][b] for name, _ in self.live], retain_graph=retain,
+            )  # fmt: skip
+            w = self.M(Jv.unsqueeze(0))[0]
+            jtw = torch.autograd.grad(
+                self.z, leaves, grad_outputs=w, retain_graph=retain, allow_unused=True
+            )
+            _add_grads(out, b, self.leaves, jtw)
+        return out
 
 
 class GGNOperator(_OutputCurvature):
@@ -465,9 +585,9 @@ class GGNOperator(_OutputCurvature):
     a function of the model's output tensor and the targets.
     """
 
-    def _output_product(
-        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
-    ) -> torch.Tensor:
+    def _output_curvature(
+        self, z: torch.Tensor, targets: Any, n: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         assert self.loss_fn is not None
         loss_fn, scale = self.loss_fn, self._scale(n)
 
@@ -476,7 +596,7 @@ class GGNOperator(_OutputCurvature):
             return loss_fn(out, targets) * scale
 
         loss_hvp = vjp(grad(loss_of_output), z)[1]
-        return vmap(loss_hvp)(Jv)[0]
+        return lambda Jv: vmap(loss_hvp)(Jv)[0]
 
 
 class EmpiricalFisherOperator(_OutputCurvature):
@@ -501,9 +621,9 @@ class EmpiricalFisherOperator(_OutputCurvature):
             )
         super().__init__(model, loss_fn, data, **kwargs)
 
-    def _output_product(
-        self, z: torch.Tensor, targets: Any, n: int, Jv: torch.Tensor
-    ) -> torch.Tensor:
+    def _output_curvature(
+        self, z: torch.Tensor, targets: Any, n: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         assert self.loss_fn is not None
         loss_fn = self.loss_fn
 
@@ -511,9 +631,13 @@ class EmpiricalFisherOperator(_OutputCurvature):
             return loss_fn(zj[None], yj[None])
 
         g = vmap(grad(sample_loss))(z, targets)  # [n, *out]: ∇_z ℓ_j, row j
-        B = Jv.shape[0]
-        s = (Jv * g).reshape(B, n, -1).sum(-1)  # [B, n]: g_jᵀ (J v)_j
-        return s.reshape(B, n, *([1] * (g.dim() - 1))) * g / self.num_samples
+
+        def apply(Jv: torch.Tensor) -> torch.Tensor:
+            B = Jv.shape[0]
+            s = (Jv * g).reshape(B, n, -1).sum(-1)  # [B, n]: g_jᵀ (J v)_j
+            return s.reshape(B, n, *([1] * (g.dim() - 1))) * g / self.num_samples
+
+        return apply
 
 
 def _cast(t: torch.Tensor, *, dtype: torch.dtype) -> torch.Tensor:

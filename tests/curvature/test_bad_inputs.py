@@ -105,6 +105,11 @@ def test_layers_without_second_derivatives() -> None:
         RuntimeError, match=r"hvp='double_backward' failed.*double-backward support"
     ):
         HessianOperator(model, nn.CrossEntropyLoss(), (x, y), hvp="double_backward").matvec(v)
+    for cls in (GGNOperator, EmpiricalFisherOperator):
+        with pytest.raises(RuntimeError, match="no Jacobian-vector product works for this model"):
+            cls(model, nn.CrossEntropyLoss(), (x, y)).matvec(v)
+        with pytest.raises(RuntimeError, match=r"jvp='forward' failed.*forward-mode support"):
+            cls(model, nn.CrossEntropyLoss(), (x, y), jvp="forward").matvec(v)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The Hessian operator's cached gradient graphs (``cache_graph``) against dense oracles."""
+"""Cached graphs (``cache_graph``) of the Hessian, GGN and empirical-Fisher operators against
+dense oracles and the uncached products."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from curvature_models import batches, dense_hessian, make_data, make_model, rel_err
 from torch import nn
 
-from fastspec.curvature import HessianOperator, operators
+from fastspec.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator, operators
 
 TOL = 1e-10
 
@@ -25,7 +26,10 @@ class CountingData:
         return iter(self.items)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "embed_layernorm", "transformer"])
+MODELS = ["mlp", "cnn", "embed_layernorm", "transformer"]
+
+
+@pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("cache_graph", [True, False])
 def test_cached_and_uncached_match_dense(name: str, cache_graph: bool) -> None:
     model = make_model(name)
@@ -44,6 +48,29 @@ def test_cached_and_uncached_match_dense(name: str, cache_graph: bool) -> None:
     assert torch.allclose(H, H.T, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("cls", [GGNOperator, EmpiricalFisherOperator])
+def test_output_curvature_graphs_match_forward_mode(name: str, cls: type) -> None:
+    """GGN / empirical Fisher through kept graphs (``J v`` by the double-backward trick) and
+    rebuilt ones give the forward-mode products (themselves checked against dense oracles in
+    test_operators.py); kept graphs read the data once."""
+    model = make_model(name)
+    x, y = make_data(name)
+    loss = nn.CrossEntropyLoss()
+    forward = cls(model, loss, batches(x, y, 7), jvp="forward")
+    V = torch.randn(forward.shape[0], 3, dtype=torch.float64)
+    expected = forward.matmat(V)
+    assert forward.graph_cached is False and forward._graphs == []
+    for cache_graph in (True, False):
+        data = CountingData(batches(x, y, 7))
+        op = cls(model, loss, data, jvp="double_backward", cache_graph=cache_graph)
+        reads = data.reads
+        for _ in range(2):
+            assert rel_err(op.matmat(V), expected) < TOL
+        assert len(op._graphs) == (3 if cache_graph else 0)
+        assert data.reads - reads == (1 if cache_graph else 2)
+
+
 def test_auto_caches_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model("mlp")
     x, y = make_data("mlp", 24)
@@ -54,9 +81,9 @@ def test_auto_caches_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> 
         return op._theta
 
     probe = HessianOperator(model, loss, data)
-    per_batch = operators._GradientGraph.saved_bytes(
-        lambda t: probe._batch_loss(t, data[0], 8), theta(probe)
-    )
+    per_batch = operators._saved_bytes(
+        lambda: operators._GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
+    ) + operators._nbytes(theta(probe))
     assert per_batch >= x[:8].numel() * 8  # at least the first layer's saved input
     v = torch.randn(probe.shape[0], 2, dtype=torch.float64)
     oracle = dense_hessian(model, loss, x, y) @ v
@@ -76,7 +103,7 @@ def test_auto_method_keeps_graphs_only_for_double_backward() -> None:
     op = HessianOperator(model, nn.CrossEntropyLoss(), batches(x, y, 7))
     H = op.to_dense()
     assert rel_err(H, dense_hessian(model, nn.CrossEntropyLoss(), x, y)) < TOL
-    if op.hvp_method == "double_backward":
+    if op.method == "double_backward":
         assert op.graph_cached and len(op._graphs) == 3
     else:
         assert op.graph_cached is False and op._graphs == []
@@ -100,7 +127,11 @@ def test_bad_cache_graph_options() -> None:
     x, y = make_data("mlp")
     with pytest.raises(TypeError, match="cache_graph must be None, True or False"):
         HessianOperator(model, nn.CrossEntropyLoss(), (x, y), cache_graph="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="cache_graph=True keeps reverse-mode gradient graphs"):
+    with pytest.raises(ValueError, match="cache_graph=True keeps reverse-mode graphs"):
         HessianOperator(
             model, nn.CrossEntropyLoss(), (x, y), cache_graph=True, hvp="forward_over_reverse"
         )
+    with pytest.raises(ValueError, match="cache_graph=True keeps reverse-mode graphs: use jvp="):
+        GGNOperator(model, nn.CrossEntropyLoss(), (x, y), cache_graph=True, jvp="forward")
+    with pytest.raises(ValueError, match="jvp must be 'auto', 'double_backward' or 'forward'"):
+        EmpiricalFisherOperator(model, nn.CrossEntropyLoss(), (x, y), jvp="reverse")

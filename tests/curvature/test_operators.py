@@ -31,7 +31,7 @@ def test_hessian_matches_dense(name: str, hvp: str) -> None:
     x, y = make_data(name)
     loss = nn.CrossEntropyLoss()
     op = HessianOperator(model, loss, batches(x, y, 7), hvp=hvp)  # uneven last batch (20 = 7+7+6)
-    assert op.num_samples == 20 and op.hvp_method == hvp
+    assert op.num_samples == 20 and op.method == hvp
     H = op.to_dense()
     assert rel_err(H, dense_hessian(model, loss, x, y)) < TOL
     assert torch.allclose(H, H.T, atol=1e-12)
@@ -52,8 +52,8 @@ def test_auto_picks_a_method_and_records_timings() -> None:
     x, y = make_data("mlp")
     op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
     H = op.to_dense()
-    assert op.hvp_method in ("double_backward", "forward_over_reverse")
-    assert set(op.hvp_timings) == {"double_backward", "forward_over_reverse"}
+    assert op.method in ("double_backward", "forward_over_reverse")
+    assert set(op.method_timings) == {"double_backward", "forward_over_reverse"}
     assert rel_err(H, dense_hessian(model, nn.CrossEntropyLoss(), x, y)) < TOL
 
 
@@ -166,11 +166,14 @@ def test_training_flags_are_restored() -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_ggn_matches_dense(name: str) -> None:
+@pytest.mark.parametrize("jvp", ["double_backward", "forward"])
+def test_ggn_matches_dense(name: str, jvp: str) -> None:
     model = make_model(name)
     x, y = make_data(name, 10)
     loss = nn.CrossEntropyLoss()
-    G = GGNOperator(model, loss, batches(x, y, 4)).to_dense()
+    op = GGNOperator(model, loss, batches(x, y, 4), jvp=jvp)
+    G = op.to_dense()
+    assert op.method == jvp and op.graph_cached is (jvp == "double_backward")
     state, theta = flat_fn(model, [n for n, _ in model.named_parameters()])
     J = torch.func.jacrev(lambda t: functional_call(model, state(t), (x,)))(theta)  # [N, C, P]
     z = functional_call(model, state(theta), (x,))
@@ -201,11 +204,12 @@ def _per_sample_fisher(model: nn.Module, loss, x, y) -> torch.Tensor:  # type: i
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_empirical_fisher_matches_per_sample_loop(name: str, reduction: str) -> None:
+@pytest.mark.parametrize("jvp", ["double_backward", "forward"])
+def test_empirical_fisher_matches_per_sample_loop(name: str, reduction: str, jvp: str) -> None:
     model = make_model(name)
     x, y = make_data(name, 9)
     loss = nn.CrossEntropyLoss(reduction=reduction)
-    F = EmpiricalFisherOperator(model, loss, batches(x, y, 4)).to_dense()  # 4 + 4 + 1
+    F = EmpiricalFisherOperator(model, loss, batches(x, y, 4), jvp=jvp).to_dense()  # 4 + 4 + 1
     assert rel_err(F, _per_sample_fisher(model, loss, x, y)) < TOL
 
 
