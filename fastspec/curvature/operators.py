@@ -581,8 +581,11 @@ class _OutputGraph:
 class GGNOperator(_OutputCurvature):
     """The generalised Gauss–Newton matrix G = (1/N) Σ_j J_jᵀ (∇²_z ℓ_j) J_j.
 
-    Same arguments as :class:`HessianOperator` (no ``hvp``, no ``batch_loss``): the loss must be
-    a function of the model's output tensor and the targets.
+    Same arguments as :class:`HessianOperator`, with ``jvp`` (``"auto"``, ``"double_backward"``
+    or ``"forward"``: how ``J v`` is taken, see :class:`_OutputCurvature`; the choice is in
+    ``method``) in place of ``hvp``, and no ``batch_loss``: the loss must be a function of the
+    model's output tensor and the targets. ``cache_graph`` keeps the graphs of the output and of
+    ``Jᵀ u`` (digits MLP, block of 2: 35 ms per vector, against 53 ms in forward mode).
     """
 
     def _output_curvature(
