@@ -233,6 +233,22 @@ def test_unconverged_is_reported_not_hidden(spectrum_matrix):
     assert res.num_restarts == 0
 
 
+def test_default_basis_grows_on_a_hard_end(spectrum_matrix):
+    """SA of a power law (a dense cluster at 0+): the default basis of 24 makes no progress
+    from restart to restart, so it is doubled up to P/4 = 100 and converges to the exact
+    values; kept at 24 (given explicitly) it has not converged after more products."""
+    A = spectrum_matrix(power_law(P, 1.0), seed=9)
+    res = eigsh(A, 10, which="SA", seed=0)
+    assert res.max_basis == P // 4 and res.all_converged
+    torch.testing.assert_close(res.eigenvalues, torch.linalg.eigvalsh(A)[:10], rtol=0, atol=1e-12)
+    with pytest.warns(ConvergenceWarning, match="did not reach tol"):
+        fixed = eigsh(A, 10, which="SA", seed=0, max_basis=24, max_restarts=150)
+    assert fixed.max_basis == 24 and not fixed.all_converged
+    assert fixed.num_matvecs > res.num_matvecs
+    easy = eigsh(A, 10, seed=0)  # the top of the same spectrum: converges without growing
+    assert easy.max_basis == 24 and easy.all_converged
+
+
 def test_float32_tight_tol_is_flagged(spectrum_matrix):
     # float32 cannot give 1e-9 relative residuals: the pairs must come back unconverged
     A = spectrum_matrix(power_law(P, 1.0), seed=10, dtype=torch.float32)
