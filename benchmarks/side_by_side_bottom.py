@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from digits_mlp import trained_mlp
-from record import write_markdown
+from record import fair_blas_threads, write_markdown
 from scipy.sparse.linalg import LinearOperator as ScipyOperator
 from scipy.sparse.linalg import eigsh as scipy_eigsh
 from torch import nn
@@ -104,4 +104,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    fair_blas_threads()
     main()

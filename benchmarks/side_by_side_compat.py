@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from digits_mlp import digits, mlp, trained_mlp
-from record import write_markdown
+from record import fair_blas_threads, write_markdown
 from torch import nn
 
 from fastspec.compat import powerlaw as compat_powerlaw
@@ -228,4 +228,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    fair_blas_threads()
     main()

@@ -32,6 +32,7 @@ import numpy as np
 import scipy
 import scipy.sparse.linalg as spla
 import torch
+from record import fair_blas_threads
 
 import fastspec
 from fastspec.linalg import LinearOperator, eigsh
@@ -186,6 +187,7 @@ def machine() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "numpy": np.__version__,
         "fastspec": fastspec.__version__,
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"),
     }
     try:
         import importlib.metadata as md
@@ -288,4 +290,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    fair_blas_threads()
     raise SystemExit(main())

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from digits_mlp import trained_mlp
-from record import write_markdown
+from record import fair_blas_threads, write_markdown
 from torch import nn
 
 from fastspec.curvature import EmpiricalFisherOperator, GGNOperator
@@ -121,4 +121,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    fair_blas_threads()
     main()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from digits_mlp import digits, mlp, train, trained_mlp
 from digits_resnet import trained_resnet
-from record import write_markdown
+from record import fair_blas_threads, write_markdown
 from torch import nn
 
 from fastspec.curvature import HessianOperator
@@ -259,4 +259,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    fair_blas_threads()
     main()
