@@ -25,6 +25,7 @@ from digits_mlp import trained_mlp
 from record import fair_blas_threads, write_markdown
 from scipy.sparse.linalg import LinearOperator as ScipyOperator
 from scipy.sparse.linalg import eigsh as scipy_eigsh
+from side_by_side_hessian import residuals
 from torch import nn
 
 from fastspec.curvature import HessianOperator
@@ -35,11 +36,6 @@ HEADER = ["solver", "seconds", "products", "converged", "max residual", "most ne
 
 class _Cap(Exception):
     pass
-
-
-def residuals(op: HessianOperator, values: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    HV = op.matmat(vectors)
-    return torch.linalg.norm(HV - vectors * values, dim=0) / values.abs()
 
 
 def arpack(op: HessianOperator, k: int, tol: float, ncv: int, cap: int) -> list[Any]:

@@ -252,8 +252,7 @@ class _TwoMethods(_ModelOperator):
         cache_graph: bool | None,
         **kwargs: Any,
     ) -> None:
-        methods = ("double_backward", self.FORWARD)
-        if method not in ("auto", *methods):
+        if method not in ("auto", *self.methods):
             raise ValueError(
                 f"{self.OPTION} must be 'auto', 'double_backward' or {self.FORWARD!r}, got {method!r}"
             )
@@ -265,11 +264,14 @@ class _TwoMethods(_ModelOperator):
                 f"{self.OPTION}='double_backward' or 'auto' with it"
             )
         super().__init__(model, loss_fn, data, **kwargs)
-        self.methods = methods
         self.method: str | None = None if method == "auto" else method
         self.method_timings: dict[str, float] = {}
         self.graph_cached: bool | None = False if method == self.FORWARD else cache_graph
         self._graphs: list[Any] = []
+
+    @property
+    def methods(self) -> tuple[str, str]:
+        return ("double_backward", self.FORWARD)
 
     def _new_graph(self, batch: Any, n: int) -> Any:
         """The batch's reverse-mode graph: an object with ``apply(V, *, keep, out=None)``."""
@@ -564,15 +566,18 @@ class _OutputGraph:
             self.M = self.curvature(self.z.detach())
         B = next(iter(V.values())).shape[0]
         leaves = list(self.leaves.values())
-        for b in range(B):  # one vector at a time, as for the Hessian's graph
-            retain = keep or b < B - 1
-            (Jv,) = torch.autograd.grad(
+        # one vector at a time through each graph, as for the Hessian's; M once for the block
+        JV = torch.stack([
+            torch.autograd.grad(
                 [g for _, g in self.live], self.u,
-                grad_outputs=[V[name][b] for name, _ in self.live], retain_graph=retain,
-            )  # fmt: skip
-            w = self.M(Jv.unsqueeze(0))[0]
+                grad_outputs=[V[name][b] for name, _ in self.live], retain_graph=keep or b < B - 1,
+            )[0]
+            for b in range(B)
+        ])  # fmt: skip
+        W = self.M(JV)
+        for b in range(B):
             jtw = torch.autograd.grad(
-                self.z, leaves, grad_outputs=w, retain_graph=retain, allow_unused=True
+                self.z, leaves, grad_outputs=W[b], retain_graph=keep or b < B - 1, allow_unused=True
             )
             _add_grads(out, b, self.leaves, jtw)
         return out
