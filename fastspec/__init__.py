@@ -1,6 +1,7 @@
 """fastspec: fast Hessian and stochastic-gradient spectra for PyTorch models.
 
-The public API. Native kernels are reached only through :mod:`fastspec.ops`.
+The public API (``docs/usage.md`` walks through it). Native kernels are reached only through
+:mod:`fastspec.ops`.
 """
 
 from __future__ import annotations
