@@ -60,6 +60,18 @@ def test_relative_links_point_to_existing_files(page: Path) -> None:
     assert not broken, f"{page.relative_to(ROOT)}: broken links: {broken}"
 
 
+# a repository path named in prose or code (`benchmarks/record.py`); `<op>` placeholders skipped
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:benchmarks|csrc|fastspec|tests|docs|\.ci)/[\w./-]*[\w/])(?![<\w./-])"
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_repository_paths_exist(page: Path) -> None:
+    missing = sorted({m for m in REPO_PATH.findall(page.read_text()) if not (ROOT / m).exists()})
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     assert DOCS, "docs/ holds no pages"
     linked = {_resolve(README, t)[0] for t in _relative_links(README)}
