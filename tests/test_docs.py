@@ -1,5 +1,5 @@
-"""The documentation holds together: links resolve, every page is reachable from the README, and
-CI runs the README's test command."""
+"""The documentation holds together: links and named paths resolve, every page is reachable from
+the README, and CI runs the README's test command."""
 
 from __future__ import annotations
 
