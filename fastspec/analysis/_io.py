@@ -200,9 +200,11 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
     The rename and the cleanup run with signals deferred.
     """
     path = check_target(target, overwrite=overwrite)
+    parent = path.absolute().parent
+    missing = [d for d in (parent, *parent.parents) if not d.exists()]  # removed on failure
     with deferred_signals():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_dir(path.parent, f".{path.name}.tmp-")
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fresh_dir(parent, f".{path.name}.tmp-")
     try:
         yield tmp
         with deferred_signals():
@@ -213,4 +215,9 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
     except BaseException:
         with deferred_signals():
             shutil.rmtree(tmp, ignore_errors=True)
+            for d in missing:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
         raise

@@ -1,8 +1,9 @@
 """SIGINT and SIGTERM as exceptions, so a stopped run unwinds and cleans up after itself.
 
-:func:`signals_as_exceptions` turns SIGINT into :class:`KeyboardInterrupt` and SIGTERM into
-:class:`Terminated` (both ``BaseException``: ``except Exception`` does not swallow them), so
-``finally`` blocks and :func:`fastspec.analysis._io.atomic_dir` remove their temporary files.
+:func:`signals_as_exceptions` turns SIGINT into :class:`KeyboardInterrupt`, SIGTERM and SIGHUP
+(a closed terminal) into :class:`Terminated` (both ``BaseException``: ``except Exception`` does
+not swallow them), so ``finally`` blocks and :func:`fastspec.analysis._io.atomic_dir` remove
+their temporary files.
 :func:`deferred_signals` marks a short critical section (renaming a finished report into place,
 removing a temporary directory): a signal arriving inside it is raised when it ends, so the
 section is never left half done.
@@ -36,6 +37,9 @@ def exit_code(exc: BaseException) -> int:
     return 128 + int(signal.SIGINT)
 
 
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 _depth = 0  # nesting of deferred_signals sections (signal handlers run in the main thread only)
 _pending: int | None = None
 
@@ -68,7 +72,7 @@ def deferred_signals() -> Iterator[None]:
 
 @contextmanager
 def signals_as_exceptions() -> Iterator[None]:
-    """Raise :class:`KeyboardInterrupt` on SIGINT and :class:`Terminated` on SIGTERM in the block.
+    """In the block, SIGINT raises :class:`KeyboardInterrupt`, SIGTERM/SIGHUP :class:`Terminated`.
 
     Only in the main thread (elsewhere the block runs with the handlers as they are); a signal
     the process ignores (``nohup``, a background job) stays ignored.
@@ -77,7 +81,7 @@ def signals_as_exceptions() -> Iterator[None]:
         yield
         return
     previous: dict[signal.Signals, Any] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _SIGNALS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
     try:

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from fastspec.analysis._io import MARKER, atomic_dir, check_target
-from fastspec.analysis._signals import Terminated, deferred_signals, signals_as_exceptions
+from fastspec.analysis._signals import (
+    Terminated,
+    deferred_signals,
+    exit_code,
+    signals_as_exceptions,
+)
 
 
 def _write(target: Path, text: str, *, overwrite: bool = False) -> None:
@@ -116,3 +121,18 @@ def test_signals_are_held_during_a_critical_section() -> None:
             for _ in range(1000):  # the handler runs between bytecodes
                 pass
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_failed_write_leaves_no_directories(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_dir(tmp_path / "a" / "b" / "c" / "rep") as tmp:
+            (tmp / "report.json").write_text("{")
+            raise RuntimeError("disk full")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a"]
+
+
+def test_exit_codes_follow_the_shell() -> None:
+    assert exit_code(KeyboardInterrupt()) == 130
+    assert exit_code(Terminated(signal.SIGTERM)) == 143
+    assert exit_code(Terminated(signal.SIGHUP)) == 129
