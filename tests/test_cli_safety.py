@@ -227,7 +227,12 @@ def test_two_runs_with_one_out_never_both_succeed(
 
 @pytest.mark.parametrize(
     ("sig", "when", "code"),
-    [("SIGTERM", "compute", 143), ("SIGTERM", "write", 143), ("SIGINT", "write", 130)],
+    [
+        ("SIGTERM", "compute", 143),
+        ("SIGTERM", "write", 143),
+        ("SIGINT", "compute", 130),
+        ("SIGINT", "write", 130),
+    ],
 )
 def test_signals_stop_cleanly(user: Path, sig: str, when: str, code: int) -> None:
     env = {**os.environ, "FASTSPEC_TEST_SIGNAL": sig, "FASTSPEC_TEST_WHEN": when}

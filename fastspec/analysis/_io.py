@@ -148,7 +148,10 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: the rename alone still never replaces
+            pass
         yield
     finally:
         os.close(fd)
