@@ -14,6 +14,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NoReturn
 
 EXIT_USAGE = 2
@@ -281,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastspec.analysis._signals import Terminated, exit_code, signals_as_exceptions
 
     try:
-        with signals_as_exceptions():
+        with signals_as_exceptions(), _claim(args):
             return int(args.func(args))
     except (KeyboardInterrupt, Terminated) as exc:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped ({exc})"
@@ -293,6 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, MemoryError) as exc:
         print(f"{prog}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """The command's ``--out``, validated and held against other runs until it is written."""
+    if getattr(args, "out", None) is None:
+        return nullcontext()
+    from fastspec.analysis._io import claimed
+
+    return claimed(args.out, overwrite=args.overwrite)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from fastspec.analysis import HessianReport
-from fastspec.analysis._io import MARKER
+from fastspec.analysis._io import MARKER, claimed
 from fastspec.analysis.fit import fit_values
 from fastspec.analysis.loading import load_model
 from fastspec.cli import main
@@ -44,6 +45,11 @@ class Net(nn.Sequential):
         Net.calls += 1
         if WHEN == "compute" and Net.calls == 3:  # in the middle of the Hessian products
             os.kill(os.getpid(), SIGNAL)
+        if WHEN == "wait" and Net.calls == 3:  # a long computation, until the test says "go"
+            for _ in range(600):
+                if Path("go").exists():
+                    break
+                time.sleep(0.1)
         return super().forward(x)
 
 
@@ -219,6 +225,37 @@ def test_two_runs_with_one_out_never_both_succeed(
     monkeypatch.setattr(HessianReport, "write_into", racing)
     _fails(capsys, _hessian("--out", "rep", "--no-plots", "--label", "second"), "appeared", 1)
     assert raced and HessianReport.load(user / "rep").label == "first"  # the first survives
+    assert sorted(p.name for p in user.iterdir() if p.name.startswith(".rep")) == []
+
+
+def test_a_second_run_on_the_same_out_fails_at_once(
+    user: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with claimed(user / "rep", overwrite=False):  # a first run is computing
+        _fails(capsys, _hessian("--out", "rep"), "another fastspec run is writing")
+    assert sorted(p.name for p in user.iterdir() if p.name.startswith(".rep")) == []
+
+
+def test_two_processes_with_one_out(user: Path) -> None:
+    env = {**os.environ, "FASTSPEC_TEST_WHEN": "wait"}
+    env["PYTHONPATH"] = os.pathsep.join([str(user), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "fastspec", *_hessian("--out", "rep", "--no-plots")]
+    first = subprocess.Popen(argv, cwd=user, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if (user / ".rep.lock").exists() or first.poll() is not None:
+                break
+            time.sleep(0.1)
+        second = subprocess.run(
+            argv, cwd=user, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+    finally:
+        (user / "go").touch()
+        out, _ = first.communicate(timeout=300)
+    assert second.returncode == 2, second.stderr
+    assert "another fastspec run is writing rep" in second.stderr
+    assert first.returncode == 0 and "report written to rep/" in out
+    assert HessianReport.load(user / "rep").k == 3
     assert sorted(p.name for p in user.iterdir() if p.name.startswith(".rep")) == []
 
 

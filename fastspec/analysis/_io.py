@@ -24,7 +24,15 @@ import torch
 
 from fastspec.analysis._signals import deferred_signals
 
-__all__ = ["MARKER", "atomic_dir", "check_target", "plain", "read_json", "write_json"]
+__all__ = [
+    "MARKER",
+    "atomic_dir",
+    "check_target",
+    "claimed",
+    "plain",
+    "read_json",
+    "write_json",
+]
 
 MARKER = ".fastspec-report"
 """The file in every report directory fastspec writes: what ``overwrite`` may replace."""
@@ -135,6 +143,65 @@ def _fresh_dir(parent: Path, prefix: str) -> Path:
             continue
         return candidate
     raise FileExistsError(f"cannot create a temporary directory {prefix}* in {parent}")
+
+
+@contextmanager
+def claimed(target: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
+    """Hold the right to write ``target`` for a whole run, and validate it (:func:`check_target`).
+
+    A second run naming the same target while this one computes fails at once, before its own
+    computation, instead of at the end. The claim is an ``flock`` on ``.<name>.lock`` next to the
+    target, removed afterwards (the kernel releases it if the process is killed); where there is
+    no ``flock`` or no parent directory yet, the final rename alone keeps reports from being lost.
+    """
+    path = check_target(target, overwrite=overwrite)
+    fd = _acquire(path.absolute().parent / f".{path.name}.lock", path)
+    try:
+        check_target(target, overwrite=overwrite)  # a run that held the claim may have finished
+        yield path
+    finally:
+        if fd is not None:
+            with deferred_signals():
+                try:
+                    os.unlink(path.absolute().parent / f".{path.name}.lock")
+                except OSError:
+                    pass
+                os.close(fd)
+
+
+def _acquire(lock: Path, path: Path) -> int | None:
+    """An open descriptor holding an exclusive ``flock`` on ``lock`` (None where unsupported)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    if not lock.parent.is_dir():
+        return None
+    for _ in range(100):
+        with deferred_signals():
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ValueError(
+                    f"out: another fastspec run is writing {path}; wait for it or name another "
+                    "directory"
+                ) from None
+            except OSError:
+                os.close(fd)
+                return None
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)  # the previous holder removed the file meanwhile: take the new one
+    return None
 
 
 @contextmanager
