@@ -175,8 +175,9 @@ def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
                    help="a state dict to load: torch.save(model.state_dict()) (read with "
                    "torch.load(weights_only=True)) or .safetensors")  # fmt: skip
     g.add_argument("--trust-pickle", action="store_true",
-                   help="allow --model FILE, a whole pickled model: unpickling runs code named "
-                   "in the file, so pass it only for a file you trust as much as code")  # fmt: skip
+                   help="allow --model FILE (a whole pickled model) and a --checkpoint holding "
+                   "more than tensors: unpickling runs code named in the file, so pass it only "
+                   "for files you trust as much as code")  # fmt: skip
     g.add_argument("--data", required=True,
                    help="module:loader returning a DataLoader, a list of (inputs, targets) "
                    "batches or one (inputs, targets) pair")  # fmt: skip

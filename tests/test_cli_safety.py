@@ -4,6 +4,7 @@ one line on stderr and a documented exit code; nothing half-written is left behi
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from torch import nn
 from fastspec.analysis import HessianReport
 from fastspec.analysis._io import MARKER, claimed
 from fastspec.analysis.fit import fit_values
-from fastspec.analysis.loading import load_model
+from fastspec.analysis.loading import SpecError, load_model
 from fastspec.cli import main
 
 USER_MODULE = """
@@ -145,6 +146,12 @@ def test_checkpoints_load_their_weights(user: Path) -> None:
         model = load_model("usermod:model", checkpoint=path)
         for name, value in model.state_dict().items():
             assert torch.equal(value, state[name]), (path, name)
+    # a training checkpoint with more than tensors loads only with the opt-in
+    torch.save({"model": state, "args": argparse.Namespace(lr=0.1)}, user / "full.pt")
+    with pytest.raises(SpecError, match=r"it names argparse\.Namespace.*--trust-pickle"):
+        load_model("usermod:model", checkpoint="full.pt")
+    model = load_model("usermod:model", checkpoint="full.pt", trust_pickle=True)
+    assert torch.equal(model.state_dict()["0.weight"], state["0.weight"])
 
 
 def _save_safetensors(state: dict[str, torch.Tensor], where: Path) -> bool:

@@ -91,10 +91,12 @@ def load_model(
     Args:
         spec: ``module:factory`` (code the user names), or a file saved with
             ``torch.save(model)``.
-        checkpoint: a state dict (``torch.save(model.state_dict())`` or ``.safetensors``),
-            read without unpickling arbitrary objects.
-        trust_pickle: allow ``spec`` to be a whole pickled model. Unpickling one runs whatever
-            code the file names, so this is for files the user trusts as much as code.
+        checkpoint: a state dict (``torch.save(model.state_dict())``, possibly inside a dict
+            under ``state_dict``, ``model_state_dict`` or ``model``; or ``.safetensors``), read
+            with ``torch.load(weights_only=True)``, which never runs code from the file.
+        trust_pickle: allow arbitrary pickled objects: ``spec`` as a whole pickled model, a
+            checkpoint holding more than tensors. Unpickling runs whatever code the file names,
+            so this is for files the user trusts as much as code.
     """
     if ":" in spec and not Path(spec).is_file():
         model = _call(load_object(spec, option="--model"), option="--model", spec=spec)
@@ -103,7 +105,7 @@ def load_model(
     if not isinstance(model, nn.Module):
         raise SpecError(f"--model: {spec} gave a {type(model).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
-        state = _load_state(checkpoint)
+        state = _load_state(checkpoint, trust_pickle=trust_pickle)
         try:
             model.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as exc:
@@ -134,7 +136,7 @@ def _load_model_file(path: str, *, trust_pickle: bool) -> Any:
     return obj
 
 
-def _load_state(path: str) -> dict[str, Any]:
+def _load_state(path: str, *, trust_pickle: bool) -> dict[str, Any]:
     """The state dict in a checkpoint file, read without executing anything in it."""
     if Path(path).suffix == ".safetensors":
         _exists(path, option="--checkpoint")
@@ -152,11 +154,14 @@ def _load_state(path: str) -> dict[str, Any]:
     try:
         state = _torch_load(path, option="--checkpoint", weights_only=True)
     except _Refused as exc:
-        raise SpecError(
-            f"--checkpoint: {path} holds more than tensors and plain containers ({exc}); "
-            "checkpoints are read with torch.load(weights_only=True), which never runs code "
-            "from the file: save model.state_dict(), or use .safetensors"
-        ) from None
+        if not trust_pickle:
+            raise SpecError(
+                f"--checkpoint: {path} holds more than tensors and plain containers ({exc}); "
+                "checkpoints are read with torch.load(weights_only=True), which never runs code "
+                "from the file: save model.state_dict(), use .safetensors, or pass "
+                "--trust-pickle if you trust the file as code"
+            ) from None
+        state = _torch_load(path, option="--checkpoint", weights_only=False)
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -184,7 +189,7 @@ def _torch_load(path: str, *, option: str, weights_only: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if weights_only and text.startswith("Weights only load failed"):
+        if weights_only and "weights only" in text.lower():
             found = re.search(r"GLOBAL (\S+)", text)
             raise _Refused(f"it names {found.group(1)}" if found else "weights_only") from None
         raise SpecError(f"{option}: cannot read {path}: {_first_line(exc)}") from None
