@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -282,12 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"fastspec {args.command}"
     from fastspec.analysis._signals import Terminated, exit_code, signals_as_exceptions
 
+    before = _identity(args)
     try:
         with signals_as_exceptions(), _claim(args):
             return int(args.func(args))
     except (KeyboardInterrupt, Terminated) as exc:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped ({exc})"
-        print(f"{prog}: {what}; no report written", file=sys.stderr)
+        after = _identity(args)
+        done = f"the report in {args.out} was complete" if after not in (None, before) else ""
+        print(f"{prog}: {what}; {done or 'no report written'}", file=sys.stderr)
         return exit_code(exc)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
@@ -304,6 +308,15 @@ def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:
     from fastspec.analysis._io import claimed
 
     return claimed(args.out, overwrite=args.overwrite)
+
+
+def _identity(args: argparse.Namespace) -> tuple[int, int] | None:
+    """Which directory ``--out`` names now (None if none): tells a report written by this run."""
+    try:
+        st = os.stat(args.out)
+    except (AttributeError, TypeError, OSError):
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _one_line(exc: BaseException) -> str:

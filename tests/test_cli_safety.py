@@ -73,6 +73,19 @@ def _figures_then_signal(report, directory):
 
 if WHEN == "write":  # the signal arrives while the report is being written
     plots.hessian_figures = _figures_then_signal
+if WHEN == "after":  # ... or once it is in place, while the summary is printed
+    from fastspec.analysis.hessian import HessianReport
+
+    _summary = HessianReport.summary
+    _calls = []
+
+    def _summary_then_signal(self):
+        _calls.append(1)
+        if len(_calls) == 2:  # the first call writes summary.txt
+            os.kill(os.getpid(), SIGNAL)
+        return _summary(self)
+
+    HessianReport.summary = _summary_then_signal
 """
 
 TINY = ["--k", "3", "--no-density", "--trace-matvecs", "6", "--no-progress"]
@@ -276,6 +289,7 @@ def test_two_processes_with_one_out(user: Path) -> None:
         ("SIGTERM", "write", 143),
         ("SIGINT", "compute", 130),
         ("SIGINT", "write", 130),
+        ("SIGTERM", "after", 143),
     ],
 )
 def test_signals_stop_cleanly(user: Path, sig: str, when: str, code: int) -> None:
@@ -287,8 +301,14 @@ def test_signals_stop_cleanly(user: Path, sig: str, when: str, code: int) -> Non
     )  # fmt: skip
     assert proc.returncode == code, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no report written" in lines[0], proc.stderr
-    assert sorted(p.name for p in user.iterdir() if p.name != "__pycache__") == ["usermod.py"]
+    assert len(lines) == 1, proc.stderr
+    left = sorted(p.name for p in user.iterdir() if p.name != "__pycache__")
+    if when == "after":
+        assert "the report in rep was complete" in lines[0]
+        assert left == ["rep", "usermod.py"] and HessianReport.load(user / "rep").k == 3
+    else:
+        assert "no report written" in lines[0]
+        assert left == ["usermod.py"]
 
 
 # ---- malformed options --------------------------------------------------------------------------
