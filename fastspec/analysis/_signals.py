@@ -60,6 +60,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def deferred_signals() -> Iterator[None]:
     """Hold SIGINT/SIGTERM (when :func:`signals_as_exceptions` is active) until the block ends."""
     global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only: nothing to hold elsewhere
+        return
     _depth += 1
     try:
         yield
