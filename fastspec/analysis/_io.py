@@ -1,10 +1,11 @@
 """Writing reports: JSON that numpy and torch values survive, and report directories.
 
 A report directory appears only when complete: it is written next to the target under a
-temporary name, then renamed into place. It carries a marker file, and ``overwrite`` replaces
-only a directory holding that marker (or an empty one), never the working directory or one of
-its parents. Two writers of the same target never both succeed: the rename refuses to replace a
-report that appeared meanwhile.
+temporary name, then renamed into place. It carries a marker file listing the files fastspec
+wrote, and ``overwrite`` replaces only such a directory with no other files in it (or an empty
+one), never the working directory or one of its parents. Two writers of the same target never
+both succeed: the rename refuses to replace a report that appeared meanwhile, and
+:func:`claimed` makes a second run with the same target fail before its computation.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 MARKER = ".fastspec-report"
-"""The file in every report directory fastspec writes: what ``overwrite`` may replace."""
+"""The file in every report directory fastspec writes, listing its files (JSON)."""
 
 
 def plain(value: Any) -> Any:
@@ -85,9 +86,10 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
 def check_target(target: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Validate a report directory before any work; raise ``ValueError`` saying why it cannot be.
 
-    It may not exist unless ``overwrite``, and then it must be a directory fastspec wrote (it
-    holds :data:`MARKER`) or an empty one; it is never the working directory or one of its
-    parents, nor a symbolic link; the nearest existing ancestor must be a writable directory.
+    It may not exist unless ``overwrite``, and then it must be an empty directory or one fastspec
+    wrote, holding no other files (:data:`MARKER` lists what fastspec wrote); it is never the
+    working directory or one of its parents, nor a symbolic link; the nearest existing ancestor
+    must be a writable directory.
     """
     if not str(target).strip():
         raise ValueError("out: expected a directory path, got an empty string")
@@ -98,6 +100,8 @@ def check_target(target: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise ValueError(
             f"out: {target} is the working directory or one of its parents; name a new directory"
         )
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"out: expected a path ending in a directory name, got {str(target)!r}")
     if path.is_symlink():
         raise ValueError(f"out: {path} is a symbolic link; name the directory itself")
     if path.exists():
@@ -105,21 +109,37 @@ def check_target(target: str | os.PathLike[str], *, overwrite: bool) -> Path:
             raise ValueError(f"out: {path} exists and is not a directory")
         if not overwrite:
             raise ValueError(f"out: {path} already exists; pass overwrite=True (--overwrite)")
-        if not _replaceable(path):
+        foreign = _foreign_files(path)
+        if foreign is None:
             raise ValueError(
                 f"out: {path} was not written by fastspec (it has no {MARKER} file) and is not "
                 "empty; overwrite replaces only fastspec's reports: remove it yourself or name "
                 "another directory"
             )
+        if foreign:
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise ValueError(
+                f"out: {path} holds files fastspec did not write ({', '.join(foreign[:3])}{more})"
+                "; overwrite would delete them: move them out or name another directory"
+            )
     _check_creatable(path)
     return path
 
 
-def _replaceable(path: Path) -> bool:
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir())
+
+
+def _foreign_files(path: Path) -> list[str] | None:
+    """Files in ``path`` that fastspec did not write; None when ``path`` is not fastspec's."""
     marker = path / MARKER
-    if marker.is_file() and not marker.is_symlink():
-        return True
-    return next(path.iterdir(), None) is None
+    if not marker.is_file() or marker.is_symlink():
+        return None if next(path.iterdir(), None) is not None else []
+    try:
+        written = set(json.loads(marker.read_text())["files"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return [f for f in _files(path) if f not in written and f != MARKER]
 
 
 def _check_creatable(path: Path) -> None:
@@ -247,7 +267,7 @@ def _install(tmp: Path, path: Path, *, overwrite: bool) -> None:
         if not (overwrite and path.exists()):
             _rename_new(tmp, path)
             return
-        if path.is_symlink() or not path.is_dir() or not _replaceable(path):
+        if path.is_symlink() or not path.is_dir() or _foreign_files(path) != []:
             raise FileExistsError(f"out: {path} changed while this report was being written")
         old = _fresh_dir(path.parent, f".{path.name}.old-")
         os.rename(path, old / path.name)
@@ -278,9 +298,8 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
     try:
         yield tmp
         with deferred_signals():
-            (tmp / MARKER).write_text(
-                "Written by fastspec. `--overwrite` may replace this directory as a whole.\n"
-            )
+            note = "written by fastspec; overwrite=True (--overwrite) may replace these files"
+            write_json(tmp / MARKER, {"note": note, "files": _files(tmp)})
             _install(tmp, path, overwrite=overwrite)
     except BaseException:
         with deferred_signals():

@@ -45,13 +45,18 @@ def test_overwrite_refuses_a_directory_of_the_users_files(tmp_path: Path) -> Non
         _write(mine, "report", overwrite=True)
     assert (mine / "thesis.tex").read_text() == "years of work"
     assert _leftovers(tmp_path) == []
+    _write(tmp_path / "rep", "report")
+    (tmp_path / "rep" / "notes.txt").write_text("my reading of the report")
+    with pytest.raises(ValueError, match=r"holds files fastspec did not write \(notes\.txt\)"):
+        _write(tmp_path / "rep", "again", overwrite=True)
+    assert (tmp_path / "rep" / "notes.txt").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     _write(empty, "report", overwrite=True)  # nothing to lose in an empty directory
     assert (empty / "report.json").read_text() == "report"
 
 
-@pytest.mark.parametrize("spec", [".", "CWD", "..", "../work", "/"])
+@pytest.mark.parametrize("spec", [".", "CWD", "..", "../work", "/", "sub/.."])
 def test_never_the_working_directory_or_a_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
 ) -> None:
@@ -81,6 +86,8 @@ def test_unwritable_targets_fail_before_any_work(tmp_path: Path) -> None:
         check_target(tmp_path / "afile" / "sub" / "rep", overwrite=False)
     with pytest.raises(ValueError, match="exists and is not a directory"):
         check_target(tmp_path / "afile", overwrite=True)
+    with pytest.raises(ValueError, match="ending in a directory name"):
+        check_target(tmp_path / "afile" / "..", overwrite=True)
     with pytest.raises(ValueError, match="empty string"):
         check_target("", overwrite=False)
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
