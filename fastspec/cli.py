@@ -199,8 +199,8 @@ def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
 def _add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--out", default=out, help=f"report directory (default {out})")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out written by fastspec (or an empty "
-                   "directory); never other files, the working directory or its parents")  # fmt: skip
+                   help="replace an existing --out written by fastspec (or an empty one); "
+                   "never other files, the working directory or its parents")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
