@@ -1,21 +1,26 @@
 """The ``fastspec`` command. Parses arguments and calls the library; nothing else.
 
 Bad input (a missing file, a bad ``module:factory``, a model that does not fit the data, a bad
-``--k``) ends with one line on stderr, ``fastspec <command>: error: ...``, and exit code 2;
-reports are written atomically, so a failed or interrupted command leaves no report behind.
+``--k``) ends with one line on stderr, ``fastspec <command>: error: ...``, and exit code 2; a
+computation that fails exits 1. SIGINT and SIGTERM stop a run with one line on stderr and exit
+codes 130 and 143. Reports are written atomically, so a failed or stopped command leaves no
+report and no temporary directory behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NoReturn
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM exits 143 (128 + the signal number)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,6 +38,24 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63), got {value}")
+    return value
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({exc}): {text!r}") from None
+    return text
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -123,7 +146,7 @@ def _user_problem(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    model = load_model(args.model, checkpoint=args.checkpoint)
+    model = load_model(args.model, checkpoint=args.checkpoint, trust_pickle=args.trust_pickle)
     dtype = getattr(torch, args.dtype)
     model = model.to(device=device, dtype=dtype)
     data = load_data(args.data)
@@ -148,14 +171,21 @@ def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", required=True,
                    help="module:factory (or path/file.py:factory) returning an nn.Module, or a "
-                   "file saved with torch.save(model)")  # fmt: skip
-    g.add_argument("--checkpoint", help="a state dict (torch.save(model.state_dict())) to load")
+                   "file saved with torch.save(model) (needs --trust-pickle)")  # fmt: skip
+    g.add_argument("--checkpoint",
+                   help="a state dict to load: torch.save(model.state_dict()) (read with "
+                   "torch.load(weights_only=True)) or .safetensors")  # fmt: skip
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow --model FILE (a whole pickled model) and a --checkpoint holding "
+                   "more than tensors: unpickling runs code named in the file, so pass it only "
+                   "for files you trust as much as code")  # fmt: skip
     g.add_argument("--data", required=True,
                    help="module:loader returning a DataLoader, a list of (inputs, targets) "
                    "batches or one (inputs, targets) pair")  # fmt: skip
     g.add_argument("--loss", default="cross_entropy",
                    help="cross_entropy (default), mse, nll or module:function")  # fmt: skip
-    g.add_argument("--params", help="regex of the parameter names to analyse (default: all)")
+    g.add_argument("--params", type=_regex,
+                   help="regex of the parameter names to analyse (default: all)")  # fmt: skip
     g.add_argument("--mode", choices=("eval", "train"), default="eval",
                    help="BatchNorm/dropout policy (default eval)")  # fmt: skip
     g.add_argument("--max-samples", type=_positive_int, help="use the first N samples only")
@@ -168,13 +198,16 @@ def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
 
 def _add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--out", default=out, help=f"report directory (default {out})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written by fastspec (or an empty one); "
+                   "never other files, the working directory or its parents")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     parser = _Parser(prog="fastspec", description="Fast Hessian and stochastic-gradient spectra.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -231,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gof", action="store_true", help="bootstrap p-value (Clauset)")
     p.add_argument("--n-boot", type=_positive_int, default=2500, help="bootstrap replicates")
     p.add_argument("--discrete", action="store_true", help="discrete power law (Clauset)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_fit)
 
@@ -241,23 +274,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fastspec argv`` and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"fastspec {args.command}"
+    from fastspec.analysis._signals import Terminated, exit_code, signals_as_exceptions
+
+    before = _identity(args)
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; no report written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        with signals_as_exceptions(), _claim(args):
+            return int(args.func(args))
+    except (KeyboardInterrupt, Terminated) as exc:
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped ({exc})"
+        after = _identity(args)
+        done = f"the report in {args.out} was complete" if after not in (None, before) else ""
+        print(f"{prog}: {what}; {done or 'no report written'}", file=sys.stderr)
+        return exit_code(exc)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except (RuntimeError, OSError, MemoryError) as exc:
         print(f"{prog}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:
+    """The command's ``--out``, validated and held against other runs until it is written."""
+    if getattr(args, "out", None) is None:
+        return nullcontext()
+    from fastspec.analysis._io import claimed
+
+    return claimed(args.out, overwrite=args.overwrite)
+
+
+def _identity(args: argparse.Namespace) -> tuple[int, int] | None:
+    """Which directory ``--out`` names now (None if none): tells a report written by this run."""
+    try:
+        st = os.stat(args.out)
+    except (AttributeError, TypeError, OSError):
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -103,7 +103,8 @@ def test_hessian_and_gradients_of_a_user_model(
     torch.save(m, user / "whole.pt")
     assert main(["hessian", *common, "--k", "5", "--out", "h2", "--checkpoint", "sd.pt",
                  "--tol", "1e-9", "--no-plots"]) == 0  # fmt: skip
-    spec = ["--model", "whole.pt", "--data", "usermod:data", "--no-progress", "--tol", "1e-9"]
+    spec = ["--model", "whole.pt", "--trust-pickle", "--data", "usermod:data", "--no-progress",
+            "--tol", "1e-9"]  # fmt: skip
     assert main(["hessian", *spec, "--k", "5", "--out", "h3", "--no-density"]) == 0
     ev = rep.eigenvalues
     np.testing.assert_allclose(HessianReport.load(user / "h2").eigenvalues, ev, rtol=1e-8)

@@ -1,5 +1,7 @@
-"""``fastspec fit``: P1's spectrum fit (:func:`fastspec.stats.fit_spectrum`) or the Clauset fit
-(:meth:`fastspec.stats.PowerLaw.fit`, with :func:`fastspec.stats.gof_pvalue`) of a set of values.
+"""``fastspec fit``: a power-law fit of a set of values.
+
+P1's spectrum fit (:func:`fastspec.stats.fit_spectrum`) or the Clauset fit
+(:meth:`fastspec.stats.PowerLaw.fit`, with :func:`fastspec.stats.gof_pvalue`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fastspec._checks import check_choice
 from fastspec.analysis.summary import fit_line
 from fastspec.stats import GofResult, PowerLaw, SpectrumFit, fit_spectrum, gof_pvalue
 
@@ -17,8 +20,11 @@ __all__ = ["FitReport", "fit_values"]
 
 @dataclass(frozen=True, eq=False)
 class FitReport:
-    """A fit of ``n`` values: ``spectrum`` (P1's method) or ``powerlaw`` (Clauset's), and the
-    bootstrap goodness of fit when asked for."""
+    """A fit of ``n`` values.
+
+    ``spectrum`` (P1's method) or ``powerlaw`` (Clauset's), and the bootstrap goodness of fit
+    when asked for.
+    """
 
     method: str
     n: int
@@ -27,6 +33,7 @@ class FitReport:
     gof: GofResult | None
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form: ``kind``, ``method``, ``n``, ``fit`` and ``gof``."""
         return {
             "kind": "fit",
             "method": self.method,
@@ -36,6 +43,7 @@ class FitReport:
         }
 
     def summary(self) -> str:
+        """The fit and its verdict in a line or two."""
         if self.spectrum is not None:
             return f"{self.n} values; " + fit_line(
                 "P1 power-law fit of the top values", self.spectrum
@@ -75,16 +83,20 @@ def fit_values(
             ``alpha``) or ``"clauset"`` (xmin by minimum KS distance).
         k: P1's K (all positive values if None); only with ``"p1"``.
         alpha: the P1 decision's level.
-        gof: bootstrap p-value (``"clauset"`` only) with ``n_boot`` replicates and ``seed``.
+        gof: bootstrap p-value (``"clauset"`` only).
+        n_boot: bootstrap replicates.
+        seed: bootstrap seed.
         discrete: the discrete power law (``"clauset"`` only).
     """
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = np.asarray(values)
+    if v.dtype.kind == "c":
+        raise ValueError("values: expected real numbers, got complex ones")
+    v = v.astype(np.float64).reshape(-1)
     if method == "p1":
         if gof or discrete:
             raise ValueError("gof and discrete need method='clauset' (--method clauset)")
         return FitReport("p1", v.size, fit_spectrum(v, k, alpha=alpha), None, None)
-    if method != "clauset":
-        raise ValueError(f"method must be 'p1' or 'clauset', got {method!r}")
+    check_choice("method", method, ("p1", "clauset"))
     if k is not None:
         raise ValueError("k applies to method='p1' only; Clauset's fit chooses its own tail")
     pl = PowerLaw.fit(v, discrete=discrete)

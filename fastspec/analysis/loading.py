@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import pickle  # its exception type only: files are read with torch.load(weights_only=True)
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,30 +83,29 @@ def _call(obj: Any, *, option: str, spec: str) -> Any:
         raise SpecError(f"{option}: calling {spec} failed: {_first_line(exc)}") from None
 
 
-def load_model(spec: str, *, checkpoint: str | None = None) -> nn.Module:
-    """The model of ``--model`` (and ``--checkpoint``)."""
+def load_model(
+    spec: str, *, checkpoint: str | None = None, trust_pickle: bool = False
+) -> nn.Module:
+    """The model of ``--model`` (and ``--checkpoint``).
+
+    Args:
+        spec: ``module:factory`` (code the user names), or a file saved with
+            ``torch.save(model)``.
+        checkpoint: a state dict (``torch.save(model.state_dict())``, possibly inside a dict
+            under ``state_dict``, ``model_state_dict`` or ``model``; or ``.safetensors``), read
+            with ``torch.load(weights_only=True)``, which never runs code from the file.
+        trust_pickle: allow arbitrary pickled objects: ``spec`` as a whole pickled model, a
+            checkpoint holding more than tensors. Unpickling runs whatever code the file names,
+            so this is for files the user trusts as much as code.
+    """
     if ":" in spec and not Path(spec).is_file():
         model = _call(load_object(spec, option="--model"), option="--model", spec=spec)
     else:
-        model = _torch_load(spec, option="--model")
-        if isinstance(model, dict):
-            raise SpecError(
-                f"--model: {spec} holds a state dict, not a model; pass --model module:factory "
-                f"--checkpoint {spec}"
-            )
+        model = _load_model_file(spec, trust_pickle=trust_pickle)
     if not isinstance(model, nn.Module):
         raise SpecError(f"--model: {spec} gave a {type(model).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
-        state = _torch_load(checkpoint, option="--checkpoint")
-        if isinstance(state, nn.Module):
-            state = state.state_dict()
-        if isinstance(state, dict):
-            for key in ("state_dict", "model_state_dict", "model"):
-                if isinstance(state.get(key), dict):
-                    state = state[key]
-                    break
-        if not isinstance(state, dict):
-            raise SpecError(f"--checkpoint: {checkpoint} holds no state dict")
+        state = _load_state(checkpoint, trust_pickle=trust_pickle)
         try:
             model.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError) as exc:
@@ -114,12 +115,84 @@ def load_model(spec: str, *, checkpoint: str | None = None) -> nn.Module:
     return model
 
 
-def _torch_load(path: str, *, option: str) -> Any:
-    if not Path(path).is_file():
-        raise SpecError(f"{option}: no such file {path!r}")
+def _load_model_file(path: str, *, trust_pickle: bool) -> Any:
+    """A whole pickled model: unpickled only when ``trust_pickle``."""
+    hint = f"pass --model module:factory --checkpoint {path}"
+    if Path(path).suffix == ".safetensors":
+        _exists(path, option="--model")
+        raise SpecError(f"--model: {path} holds a state dict, not a model; {hint}")
     try:
-        # a whole pickled model needs weights_only=False: only load files you trust
-        return torch.load(path, map_location="cpu", weights_only=False)
+        obj = _torch_load(path, option="--model", weights_only=True)
+    except _Refused:
+        if not trust_pickle:
+            raise SpecError(
+                f"--model: {path} is not a plain state dict; loading a pickled model can run "
+                "code hidden in the file: pass --trust-pickle only if you trust it as code, or "
+                "use --model module:factory --checkpoint with its state dict"
+            ) from None
+        obj = _torch_load(path, option="--model", weights_only=False)
+    if isinstance(obj, dict):
+        raise SpecError(f"--model: {path} holds a state dict, not a model; {hint}")
+    return obj
+
+
+def _load_state(path: str, *, trust_pickle: bool) -> dict[str, Any]:
+    """The state dict in a checkpoint file, read without executing anything in it."""
+    if Path(path).suffix == ".safetensors":
+        _exists(path, option="--checkpoint")
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise SpecError(
+                f"--checkpoint: reading {path} needs the safetensors package "
+                "(pip install safetensors)"
+            ) from None
+        try:
+            return dict(load_file(path, device="cpu"))
+        except Exception as exc:
+            raise SpecError(f"--checkpoint: cannot read {path}: {_first_line(exc)}") from None
+    try:
+        state = _torch_load(path, option="--checkpoint", weights_only=True)
+    except _Refused as exc:
+        if not trust_pickle:
+            raise SpecError(
+                f"--checkpoint: {path} holds more than tensors and plain containers ({exc}); "
+                "checkpoints are read with torch.load(weights_only=True), which never runs code "
+                "from the file: save model.state_dict(), use .safetensors, or pass "
+                "--trust-pickle if you trust the file as code"
+            ) from None
+        state = _torch_load(path, option="--checkpoint", weights_only=False)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise SpecError(f"--checkpoint: {path} holds no state dict")
+    return state
+
+
+def _exists(path: str, *, option: str) -> None:
+    if not Path(path).exists():
+        raise SpecError(f"{option}: no such file {path!r}")
+    if not Path(path).is_file():
+        raise SpecError(f"{option}: {path!r} is not a regular file")
+
+
+class _Refused(SpecError):
+    """``torch.load(weights_only=True)`` refused a file: it names more than tensors."""
+
+
+def _torch_load(path: str, *, option: str, weights_only: bool) -> Any:
+    _exists(path, option=option)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if weights_only and "weights only" in text.lower():
+            found = re.search(r"GLOBAL (\S+)", text)
+            raise _Refused(f"it names {found.group(1)}" if found else "weights_only") from None
+        raise SpecError(f"{option}: cannot read {path}: {_first_line(exc)}") from None
     except Exception as exc:
         raise SpecError(f"{option}: cannot read {path}: {_first_line(exc)}") from None
 
@@ -176,8 +249,7 @@ def load_values(path: str) -> Any:
     import numpy as np
 
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"FILE: no such file {path!r}")
+    _exists(path, option="FILE")
     try:
         if p.suffix == ".npy":
             values = np.load(p, allow_pickle=False)
@@ -190,6 +262,10 @@ def load_values(path: str) -> Any:
         raise
     except Exception as exc:
         raise SpecError(f"FILE: cannot read numbers from {path}: {_first_line(exc)}") from None
+    if values.dtype.kind == "c":
+        raise SpecError(f"FILE: {path} holds complex numbers; a fit needs real values")
+    if values.dtype.kind not in "fiu":
+        raise SpecError(f"FILE: {path} holds {values.dtype} values, not real numbers")
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size == 0:
         raise SpecError(f"FILE: {path} holds no values")
