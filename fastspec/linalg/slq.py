@@ -30,8 +30,7 @@ import torch
 
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.lanczos import _check_symmetric
-from fastspec.linalg.operator import aslinearoperator, checked_matmat, safe_scale
+from fastspec.linalg.operator import aslinearoperator, check_symmetric, checked_matmat, safe_scale
 
 __all__ = ["SLQResult", "pooled_ritz_values", "slq"]
 
@@ -156,7 +155,7 @@ def slq(
     P = A.shape[0]
     if m > P:
         raise ValueError(f"num_steps must be <= P = {P} (the Krylov space is full), got {m}")
-    _check_symmetric(A)
+    check_symmetric(A)
     gen = make_generator(seed)
     eps = torch.finfo(A.dtype).eps
     v = rademacher(gen, P, R, dtype=A.dtype, device=A.device) / math.sqrt(P)
