@@ -48,8 +48,8 @@ _STORE_PRODUCTS_MAX_BYTES = 1 << 30
 def _default_block_size(k: int, device: torch.device) -> int:
     if k > 256:
         return 16
-    # on a CPU a block of products costs about as much per vector as single ones (measured on
-    # the digits-MLP Hessian), while every extra column costs Krylov degree: stay small
+    # on a CPU a block of products costs about as much per vector as single ones, while every
+    # column costs Krylov degree (benchmarks/results/eigsh_vs_peers.md, "Block size")
     return max(1, min(2 if device.type == "cpu" else 8, k // 8))
 
 
@@ -141,18 +141,13 @@ def eigsh(
             below ``1e-4`` are out of reach for eigenvalues far below ``‖A‖``; such pairs are
             reported as unconverged.
         block_size: vectors per operator call ``B``. Default for ``k <= 256``:
-            ``max(1, min(2, k // 8))`` on CPU (a block of Hessian-vector products was not
-            cheaper per vector there, and on the digits-MLP Hessian, ``k = 100``, ``B = 2`` took
-            1124 products, ``B = 4`` 1240, ``B = 8`` 1572), ``max(1, min(8, k // 8))`` on other
-            devices; 16 for ``k > 256``. A block finds eigenvalues of multiplicity up to ``B``
-            without relying on rounding, and turns ``B`` products into one batched call
-            (batched Hessian-vector products), but the Krylov degree is only basis size /
-            ``B``, so it costs more products: measured on ``λ_i = i^(−1)``, ``P = 2·10⁴``,
-            ``tol = 1e-6`` (products including the final residual check), ``k = 10``: 43 at
-            ``B = 1``, 98 at ``B = 8``; ``k = 100``: 325 at ``B = 1``, 420 at ``B = 8``;
-            ``k = 1000``: 3264 at ``B = 8``, 3400 at ``B = 16``. For large ``k`` the basis
-            sweeps of the orthogonalisation dominate (memory-bound, one set per block step),
-            and ``B = 16`` halved the wall time there.
+            ``max(1, min(2, k // 8))`` on CPU (where a block of Hessian-vector products is not
+            cheaper per vector), ``max(1, min(8, k // 8))`` on other devices; 16 for
+            ``k > 256``. A block finds eigenvalues of multiplicity up to ``B`` without relying
+            on rounding, and turns ``B`` products into one batched call, but the Krylov degree
+            is only basis size / ``B``, so it costs more products (measured in
+            ``benchmarks/results/eigsh_vs_peers.md``). For large ``k`` the basis sweeps of the
+            orthogonalisation dominate, and a wide block makes fewer of them.
         max_basis: cap on stored basis vectors of length ``P`` (locked, active and the pending
             block); peak memory is about ``max_basis · P`` elements (twice that with
             ``store_products``) plus a few blocks and a ``max_basis²`` float64 projected matrix.

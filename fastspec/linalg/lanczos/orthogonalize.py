@@ -47,8 +47,8 @@ _RANK_TOL = 100.0
 #: direction (DGKS's 1/√2; ARPACK uses 0.717)
 _REORTH_ETA = 1.0 / math.sqrt(2.0)
 #: in float64 the first pass leaves in components below this many ε: after the recurrence the
-#: active rows carry only rounding (benchmarks/results/eigsh_vs_peers.md, "selective first
-#: pass"); float32 keeps full passes, 64ε would show in the returned vectors' orthogonality
+#: active rows carry only rounding (benchmarks/results/hessian_vs_peers.md, the selective first
+#: pass); float32 keeps full passes, as 64ε would show in the returned vectors' orthogonality
 _SKIP_OVERLAP = 64.0
 
 
