@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
+
+from fastspec._checks import check_bool, check_int
 
 __all__ = [
     "CallableOperator",
@@ -69,10 +71,12 @@ def _as_device(device: torch.device | str | None) -> torch.device:
 
 
 def _as_shape(shape: Any, *, name: str) -> tuple[int, int]:
-    try:
-        rows, cols = (int(s) for s in shape)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a pair (P, P), got {shape!r}") from exc
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+        raise TypeError(f"{name} must be a pair (P, P), got {shape!r}")
+    items = tuple(shape)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (P, P), got {shape!r}")
+    rows, cols = (check_int(f"{name}[{i}]", v) for i, v in enumerate(items))
     if rows != cols:
         raise ValueError(f"{name}: the operator must be square, got shape {(rows, cols)}")
     if rows < 1:
@@ -134,6 +138,7 @@ class LinearOperator(abc.ABC):
         Args:
             block_size: columns of the identity applied per :meth:`matmat` call.
         """
+        block_size = check_int("block_size", block_size, minimum=1)
         P = self.shape[0]
         out = torch.empty(P, P, dtype=self.dtype, device=self.device)
         for start in range(0, P, block_size):
@@ -221,7 +226,7 @@ class CallableOperator(LinearOperator):
             torch.get_default_dtype() if dtype is None else dtype, name="dtype"
         )
         self.device = _as_device(device)
-        self.batched = bool(batched)
+        self.batched = check_bool("batched", batched)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """``A @ V`` for ``V`` ``[P, B]``."""

@@ -65,7 +65,7 @@ def test_stored_products_give_the_recomputed_answer(spectrum_matrix, which) -> N
 
 def test_store_products_must_be_bool(spectrum_matrix) -> None:
     A = spectrum_matrix(power_law(200, 1.0))
-    with pytest.raises(TypeError, match="store_products must be a bool or None"):
+    with pytest.raises(TypeError, match="store_products must be True or False"):
         eigsh(A, 3, store_products=1)
 
 

@@ -22,12 +22,12 @@ over one module per job:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
+from fastspec._checks import check_bool, check_choice, check_float, check_int
 from fastspec.linalg._random import make_generator
 from fastspec.linalg.lanczos.dense import dense_eigsh
 from fastspec.linalg.lanczos.ordering import WHICH, Which
@@ -57,29 +57,9 @@ def _default_max_basis(k: int, b: int) -> int:
     return max(2 * k + 2 * b, k + 6 * b, 24)
 
 
-def _validate(
-    A: LinearOperator, k: Any, which: Any, tol: Any, block_size: Any, max_basis: Any
-) -> None:
-    P = A.shape[0]
+def _check_dtype(A: LinearOperator) -> None:
     if A.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"op.dtype must be float32 or float64 for eigsh, got {A.dtype}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 1 or k >= P:
-        raise ValueError(f"k must satisfy 1 <= k < P = {P}, got k={k}")
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
-        raise TypeError(f"tol must be a float, got {type(tol).__name__}")
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol must be a finite number > 0, got {tol}")
-    for name, val in (("block_size", block_size), ("max_basis", max_basis)):
-        if val is None:
-            continue
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)):
-            raise TypeError(f"{name} must be an int or None, got {type(val).__name__}")
-        if val < 1:
-            raise ValueError(f"{name} must be >= 1, got {val}")
 
 
 def _prepare_v0(v0: Any, A: LinearOperator, b: int) -> torch.Tensor | None:
@@ -107,9 +87,15 @@ def _prepare_v0(v0: Any, A: LinearOperator, b: int) -> torch.Tensor | None:
 def _store_products(store: Any, M: int, P: int, dtype: torch.dtype) -> bool:
     if store is None:
         return M * P * torch.finfo(dtype).bits // 8 <= _STORE_PRODUCTS_MAX_BYTES
-    if not isinstance(store, bool):
-        raise TypeError(f"store_products must be a bool or None, got {type(store).__name__}")
-    return store
+    return check_bool("store_products", store)
+
+
+def _check_progress(progress: Any) -> ProgressArg:
+    if callable(progress):
+        return progress
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True, False or a callable, got {progress!r}")
+    return bool(progress)
 
 
 def eigsh(
@@ -136,7 +122,7 @@ def eigsh(
         which: ``"LA"`` largest algebraic, ``"SA"`` smallest algebraic, ``"LM"`` largest
             magnitude, ``"BE"`` both ends (``ceil(k/2)`` from the top, ``floor(k/2)`` from the
             bottom).
-        tol: relative residual tolerance: a pair is converged when
+        tol: relative residual tolerance in ``(0, 1)``: a pair is converged when
             ``‖Av − λv‖ <= tol · max(|λ|, √ε‖A‖)``. With float32 operators, tolerances much
             below ``1e-4`` are out of reach for eigenvalues far below ``‖A‖``; such pairs are
             reported as unconverged.
@@ -177,12 +163,12 @@ def eigsh(
         ``converged=False`` and a :class:`ConvergenceWarning`; nothing is dropped silently.
 
     Raises:
-        TypeError: unsupported ``op``, a non-int ``k``, a dtype other than float32/float64,
-            ``v0`` with another dtype or device than ``op``, or an operator output of the wrong
-            dtype or device.
-        ValueError: ``k`` outside ``[1, P)``, unknown ``which``, ``tol <= 0``, bad
-            ``block_size``/``max_basis``/``v0``, a non-square or (dense and) non-symmetric
-            operator, or NaN/inf produced by the operator.
+        TypeError: unsupported ``op``, an argument of the wrong type (a non-int ``k``, a
+            non-number ``tol``, …), a dtype other than float32/float64, ``v0`` with another
+            dtype or device than ``op``, or an operator output of the wrong dtype or device.
+        ValueError: ``k`` outside ``[1, P)``, unknown ``which``, ``tol`` outside ``(0, 1)``,
+            bad ``block_size``/``max_basis``/``max_restarts``/``v0``, a non-square or (dense
+            and) non-symmetric operator, or NaN/inf produced by the operator.
 
     Notes:
         When the basis would hold (nearly) the whole space, ``P <= max_basis + B`` (this covers
@@ -204,18 +190,22 @@ def eigsh(
         transpose) to the peak memory.
     """
     A = aslinearoperator(op)
-    _validate(A, k, which, tol, block_size, max_basis)
-    k = int(k)
+    _check_dtype(A)
     P = A.shape[0]
-    b = int(block_size) if block_size is not None else _default_block_size(k, A.device)
-    M = int(max_basis) if max_basis is not None else _default_max_basis(k, b)
+    k = check_int("k", k, minimum=1, maximum=P - 1)
+    which = check_choice("which", which, WHICH)  # type: ignore[assignment]
+    tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    block_size = check_int("block_size", block_size, minimum=1, none_ok=True)
+    max_basis = check_int("max_basis", max_basis, minimum=1, none_ok=True)
+    max_restarts = check_int("max_restarts", max_restarts, minimum=0, none_ok=True)
+    check_bool("return_eigenvectors", return_eigenvectors)
+    check_int("seed", seed, none_ok=True)
+    progress = _check_progress(progress)
+    b = block_size if block_size is not None else _default_block_size(k, A.device)
+    M = max_basis if max_basis is not None else _default_max_basis(k, b)
     store = _store_products(store_products, M, P, A.dtype)
     if max_restarts is None:
         max_restarts = _DEFAULT_MAX_RESTARTS
-    elif isinstance(max_restarts, bool) or not isinstance(max_restarts, (int, np.integer)):
-        raise TypeError(f"max_restarts must be an int or None, got {type(max_restarts).__name__}")
-    elif max_restarts < 0:
-        raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
     check_symmetric(A)
     v0_block = _prepare_v0(v0, A, b)
     report = Reporter(progress, k)
