@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastspec._checks import check_bool, check_float, check_int
+from fastspec._checks import AsDict, check_bool, check_float, check_int
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import aslinearoperator, check_symmetric, checked_matmat, safe_scale
@@ -40,7 +40,7 @@ _DENSITY_CHUNK_ELEMS = 1 << 22
 
 
 @dataclass(frozen=True)
-class SLQResult:
+class SLQResult(AsDict):
     """Quadrature nodes and weights from :func:`slq`.
 
     Attributes:
@@ -96,17 +96,6 @@ class SLQResult:
             d = (t[g0 : g0 + chunk, None] - nodes[None, :]) / sigma
             out[g0 : g0 + chunk] = torch.exp(-0.5 * d * d) @ w * norm
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form."""
-        return {
-            "nodes": self.nodes.tolist(),
-            "weights": self.weights.tolist(),
-            "lengths": self.lengths.tolist(),
-            "dim": self.dim,
-            "num_matvecs": self.num_matvecs,
-            "reorthogonalized": self.reorthogonalized,
-        }
 
 
 def slq(

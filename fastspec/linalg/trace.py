@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fastspec._checks import check_choice, check_int
+from fastspec._checks import AsDict, check_choice, check_int
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import LinearOperator, aslinearoperator, checked_matmat
 
@@ -30,7 +30,7 @@ _METHODS = ("hutch++", "hutchinson")
 
 
 @dataclass(frozen=True)
-class TraceResult:
+class TraceResult(AsDict):
     """A trace estimate.
 
     Attributes:
@@ -47,16 +47,6 @@ class TraceResult:
     num_matvecs: int
     method: str
     num_probes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form."""
-        return {
-            "estimate": self.estimate,
-            "std_error": self.std_error,
-            "num_matvecs": self.num_matvecs,
-            "method": self.method,
-            "num_probes": self.num_probes,
-        }
 
 
 def _quadratic_forms(

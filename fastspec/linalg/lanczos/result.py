@@ -11,12 +11,13 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
 import torch
 
+from fastspec._checks import AsDict
 from fastspec.linalg.operator import LinearOperator
 
 __all__ = [
@@ -57,7 +58,7 @@ ProgressArg = Union[bool, Callable[[EigshProgress], Any]]
 
 
 @dataclass(frozen=True)
-class EigshResult:
+class EigshResult(AsDict):
     """Eigenpairs from :func:`eigsh`.
 
     Attributes:
@@ -78,7 +79,7 @@ class EigshResult:
     """
 
     eigenvalues: torch.Tensor
-    eigenvectors: torch.Tensor | None
+    eigenvectors: torch.Tensor | None = field(metadata={"serialize": False})
     residuals: torch.Tensor
     converged: torch.Tensor
     num_matvecs: int
@@ -103,21 +104,6 @@ class EigshResult:
     def all_converged(self) -> bool:
         """Whether every returned pair converged."""
         return bool(self.converged.all())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python summary (eigenvectors left out)."""
-        return {
-            "eigenvalues": self.eigenvalues.detach().cpu().tolist(),
-            "residuals": self.residuals.detach().cpu().tolist(),
-            "converged": self.converged.detach().cpu().tolist(),
-            "num_matvecs": self.num_matvecs,
-            "num_restarts": self.num_restarts,
-            "which": self.which,
-            "tol": self.tol,
-            "block_size": self.block_size,
-            "max_basis": self.max_basis,
-            "method": self.method,
-        }
 
 
 class Reporter:
