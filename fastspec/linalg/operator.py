@@ -448,8 +448,19 @@ def safe_scale(peak: float, dtype: torch.dtype, P: int) -> float:
 
 
 def apply_scale(W: torch.Tensor, scale: float) -> torch.Tensor:
-    """``scale · W`` for a power of two ``scale`` from :func:`safe_scale` (``W`` itself at 1)."""
-    return W if scale == 1.0 else W * scale
+    """``scale · W`` for a power of two ``scale`` from :func:`safe_scale` (``W`` itself at 1).
+
+    The scale of a tiny float32 operator (``≥ 2¹²⁸`` when its entries are subnormal) does not
+    fit in float32, nor does that of a huge one in its normal range: such a scale is applied as
+    two powers of two, each representable, which is just as exact.
+    """
+    if scale == 1.0:
+        return W
+    info = torch.finfo(W.dtype)
+    if info.tiny <= scale <= info.max:
+        return W * scale
+    half = math.ldexp(1.0, (math.frexp(scale)[1] - 1) // 2)
+    return W * half * (scale / half)
 
 
 def check_symmetric(A: LinearOperator) -> None:

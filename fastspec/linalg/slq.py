@@ -31,7 +31,13 @@ import torch
 from fastspec._checks import AsDict, check_bool, check_float, check_int
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.operator import aslinearoperator, check_symmetric, checked_matmat, safe_scale
+from fastspec.linalg.operator import (
+    apply_scale,
+    aslinearoperator,
+    check_symmetric,
+    checked_matmat,
+    safe_scale,
+)
 
 __all__ = ["SLQResult", "pooled_ritz_values", "slq"]
 
@@ -163,7 +169,7 @@ def slq(
                 raise ValueError("op returned NaN or inf; slq needs a finite operator")
             scale = safe_scale(peak, A.dtype, P)
         if scale != 1.0:
-            w = w * scale
+            w = apply_scale(w, scale)
         ref = torch.linalg.vector_norm(w, dim=0)
         finite &= torch.isfinite(ref).all()
         w, alpha = _kernels.lanczos_step_batched(
