@@ -14,8 +14,9 @@ spaced so that they cost at most ``_CHECK_COST_SHARE`` of the steps between them
 ``_MIN_CHECKS_PER_CYCLE`` happen per restart cycle (:func:`check_interval`).
 
 *Confirmation.* A block Krylov space holds at most ``B`` vectors of one eigenspace. When the
-space became invariant (breakdown), or when ``B >= 2`` equal values sit among the wanted ones,
-a wanted eigenvalue may have copies the space never saw. Such runs are confirmed by a fresh
+space became invariant (breakdown), when ``B >= 2`` equal values sit among the wanted ones, or
+whenever ``B = 1`` (one start vector shows one copy of every eigenvalue, whatever its
+multiplicity), a wanted eigenvalue may have copies the space never saw. Such runs are confirmed by a fresh
 start (:func:`~fastspec.linalg.lanczos.restart_locking.fresh_start`): every wanted pair is
 locked and a new random block, orthogonal to them, is iterated until its most wanted Ritz pair
 outside the wanted set has converged. If that brings no new wanted pair, the wanted set is
@@ -122,7 +123,8 @@ def confirm(st: LanczosState, ck: Check) -> Literal["stop", "iterate", "fresh-st
     union = np.concatenate([s.locked_theta, ck.theta])
     vals = np.sort(union[ck.union_wanted])
     scale = np.maximum(np.abs(vals), math.sqrt(st.eps) * s.anorm)
-    if not s.broke and s.verify_values is None and not _full_cluster(st.b, st.tol, vals, scale):
+    may_hide_copies = st.b == 1 or _full_cluster(st.b, st.tol, vals, scale)
+    if not s.broke and s.verify_values is None and not may_hide_copies:
         return "stop"
     prev = s.verify_values
     same = (
@@ -146,9 +148,9 @@ def _full_cluster(b: int, tol: float, vals: np.ndarray, scale: np.ndarray) -> bo
     """Whether ``B >= 2`` equal (within ``tol``) values sit among the sorted wanted ``vals``.
 
     One start block shows at most ``B`` copies of an eigenvalue, so ``B`` copies are the
-    signature of a possibly larger multiplicity (with ``B = 1`` nothing can be seen).
+    signature of a possibly larger multiplicity.
     """
-    if b < 2 or vals.shape[0] < b:
+    if vals.shape[0] < b:
         return False
     same = np.diff(vals) <= tol * scale[1:]
     run = 1

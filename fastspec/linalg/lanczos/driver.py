@@ -48,9 +48,11 @@ _STORE_PRODUCTS_MAX_BYTES = 1 << 30
 def _default_block_size(k: int, device: torch.device) -> int:
     if k > 256:
         return 16
-    # on a CPU a block of products costs about as much per vector as single ones, while every
-    # column costs Krylov degree (benchmarks/results/eigsh_vs_peers.md, "Block size")
-    return max(1, min(2 if device.type == "cpu" else 8, k // 8))
+    # at least 2: a block of B >= 2 shows every multiplicity (B equal values trigger the
+    # confirmation), one vector shows none; on a CPU a block of products costs about as much per
+    # vector as single ones, while every column costs Krylov degree: stay at 2 there
+    # (benchmarks/results/eigsh_vs_peers.md, "Block size")
+    return max(2, min(2 if device.type == "cpu" else 8, k // 8))
 
 
 def _default_max_basis(k: int, b: int) -> int:
@@ -126,14 +128,16 @@ def eigsh(
             ``‖Av − λv‖ <= tol · max(|λ|, √ε‖A‖)``. With float32 operators, tolerances much
             below ``1e-4`` are out of reach for eigenvalues far below ``‖A‖``; such pairs are
             reported as unconverged.
-        block_size: vectors per operator call ``B``. Default for ``k <= 256``:
-            ``max(1, min(2, k // 8))`` on CPU (where a block of Hessian-vector products is not
-            cheaper per vector), ``max(1, min(8, k // 8))`` on other devices; 16 for
-            ``k > 256``. A block finds eigenvalues of multiplicity up to ``B`` without relying
-            on rounding, and turns ``B`` products into one batched call, but the Krylov degree
-            is only basis size / ``B``, so it costs more products (measured in
-            ``benchmarks/results/eigsh_vs_peers.md``). For large ``k`` the basis sweeps of the
-            orthogonalisation dominate, and a wide block makes fewer of them.
+        block_size: vectors per operator call ``B``. Default for ``k <= 256``: 2 on CPU (where
+            a block of Hessian-vector products is not cheaper per vector),
+            ``max(2, min(8, k // 8))`` on other devices; 16 for ``k > 256``. A block finds
+            eigenvalues of multiplicity up to ``B`` without relying on rounding, shows larger
+            multiplicities as ``B`` equal values (see Notes), and turns ``B`` products into one
+            batched call, but the Krylov degree is only basis size / ``B``, so it costs more
+            products (measured in ``benchmarks/results/eigsh_vs_peers.md``). For large ``k``
+            the basis sweeps of the orthogonalisation dominate, and a wide block makes fewer
+            of them. ``B = 1`` sees one copy of every eigenvalue, so every ``B = 1`` run is
+            confirmed by a fresh start (more products than ``B = 2``).
         max_basis: cap on stored basis vectors of length ``P`` (locked, active and the pending
             block); peak memory is about ``max_basis · P`` elements (twice that with
             ``store_products``) plus a few blocks and a ``max_basis²`` float64 projected matrix.
@@ -177,14 +181,13 @@ def eigsh(
         float64 (``method="dense"``). Residuals are recomputed in both cases (in
         the Lanczos case from stored products when ``store_products``; see that argument).
 
-        A block Krylov space holds at most ``B`` vectors of one eigenspace. When the space
-        becomes invariant (breakdown), fresh random directions are injected and convergence is
-        confirmed by a fresh deflated start (counted in ``num_restarts``), so that (with
-        probability one, in exact arithmetic) every copy of a wanted eigenvalue is found.
-        Without a breakdown, copies beyond ``B`` come only from
-        rounding errors once the first copies are locked (this worked in the tests, e.g.
-        multiplicity 12 with ``B = 4``, but is not guaranteed): choose ``block_size`` at least
-        the multiplicity you expect.
+        A block Krylov space holds at most ``B`` vectors of one eigenspace, so an eigenvalue of
+        multiplicity above ``B`` shows ``B`` copies. When the wanted values hold ``B`` equal
+        ones (within ``tol``), when the space became invariant (breakdown; fresh random
+        directions are injected), or whenever ``B = 1``, convergence is confirmed by a fresh
+        random start deflated against the wanted pairs (counted in ``num_restarts``), repeated
+        until it brings no new wanted pair. So (with probability one, in exact arithmetic)
+        every copy of a wanted eigenvalue is found, whatever its multiplicity.
 
         ``return_eigenvectors=True`` adds a ``[K, P]`` copy (returned as its ``[P, K]``
         transpose) to the peak memory.
