@@ -1,5 +1,7 @@
-"""Operators and Krylov solvers: the ``LinearOperator`` contract, block Lanczos ``eigsh``,
-stochastic Lanczos quadrature, and trace estimators.
+"""Operators and Krylov solvers.
+
+The ``LinearOperator`` contract, block Lanczos ``eigsh``, stochastic Lanczos quadrature, and
+trace estimators.
 
 ``linalg`` knows operators, not models: nothing here imports the curvature, gradient, statistics
 or analysis layers.

@@ -1,4 +1,4 @@
-"""The ``LinearOperator`` contract of :mod:`fastspec.linalg` and adapters to it.
+r"""The ``LinearOperator`` contract of :mod:`fastspec.linalg` and adapters to it.
 
 Every algorithm in :mod:`fastspec.linalg` takes an operator, never a model. The contract follows
 scipy's ``LinearOperator`` (``shape``, ``dtype``, ``matvec``, ``matmat``), with torch tensors
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
+
+from fastspec._checks import check_bool, check_int
 
 __all__ = [
     "CallableOperator",
@@ -58,8 +60,10 @@ def _as_torch_dtype(dtype: Any, *, name: str) -> torch.dtype:
 
 
 def _as_device(device: torch.device | str | None) -> torch.device:
-    """``torch.device`` with the index filled in (``"cuda"`` → ``cuda:<current>``), so that it
-    compares equal to the device of the tensors it produces."""
+    """``torch.device`` with the index filled in (``"cuda"`` → ``cuda:<current>``).
+
+    So that it compares equal to the device of the tensors it produces.
+    """
     dev = torch.device("cpu" if device is None else device)
     if dev.type not in ("cpu", "meta") and dev.index is None:
         dev = torch.empty(0, device=dev).device
@@ -67,10 +71,12 @@ def _as_device(device: torch.device | str | None) -> torch.device:
 
 
 def _as_shape(shape: Any, *, name: str) -> tuple[int, int]:
-    try:
-        rows, cols = (int(s) for s in shape)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a pair (P, P), got {shape!r}") from exc
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+        raise TypeError(f"{name} must be a pair (P, P), got {shape!r}")
+    items = tuple(shape)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (P, P), got {shape!r}")
+    rows, cols = (check_int(f"{name}[{i}]", v) for i, v in enumerate(items))
     if rows != cols:
         raise ValueError(f"{name}: the operator must be square, got shape {(rows, cols)}")
     if rows < 1:
@@ -132,6 +138,7 @@ class LinearOperator(abc.ABC):
         Args:
             block_size: columns of the identity applied per :meth:`matmat` call.
         """
+        block_size = check_int("block_size", block_size, minimum=1)
         P = self.shape[0]
         out = torch.empty(P, P, dtype=self.dtype, device=self.device)
         for start in range(0, P, block_size):
@@ -165,14 +172,18 @@ class DenseOperator(LinearOperator):
         self.matrix = matrix
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for ``V`` ``[P, B]``."""
         return self.matrix @ V
 
     def to_dense(self, *, block_size: int = 256) -> torch.Tensor:
+        """The matrix itself."""
         return self.matrix
 
     def asymmetry(self) -> float:
-        """``max |A - Aᵀ| / max |A|`` (0 for an exactly symmetric matrix); by row blocks, so
-        that no second ``[P, P]`` matrix is allocated."""
+        """``max |A - Aᵀ| / max |A|`` (0 for an exactly symmetric matrix).
+
+        Computed by row blocks, so that no second ``[P, P]`` matrix is allocated.
+        """
         A = self.matrix
         scale = max(float(A.amax()), -float(A.amin()))
         if scale == 0.0 or not math.isfinite(scale):
@@ -215,9 +226,10 @@ class CallableOperator(LinearOperator):
             torch.get_default_dtype() if dtype is None else dtype, name="dtype"
         )
         self.device = _as_device(device)
-        self.batched = bool(batched)
+        self.batched = check_bool("batched", batched)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for ``V`` ``[P, B]``."""
         V = V.contiguous()
         if self.batched:
             return self.fn(V)
@@ -247,6 +259,7 @@ class ScipyOperator(LinearOperator):
         self.device = _as_device(device)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for ``V`` ``[P, B]``."""
         out = np.asarray(self.op.matmat(V.detach().cpu().numpy()))
         return torch.as_tensor(out).to(dtype=self.dtype, device=self.device)
 
@@ -288,6 +301,7 @@ class MatmulOperator(LinearOperator):
         self._use_matmat = callable(getattr(obj, "matmat", None))
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for ``V`` ``[P, B]``."""
         V = V.contiguous()
         if self._use_matmat:
             return self.obj.matmat(V)
@@ -431,3 +445,37 @@ def safe_scale(peak: float, dtype: torch.dtype, P: int) -> float:
     if peak == 0.0 or 1024.0 * math.sqrt(info.tiny) <= peak <= math.sqrt(info.max / (64.0 * P)):
         return 1.0
     return math.ldexp(1.0, -math.frexp(peak)[1])
+
+
+def apply_scale(W: torch.Tensor, scale: float) -> torch.Tensor:
+    """``scale · W`` for a power of two ``scale`` from :func:`safe_scale` (``W`` itself at 1).
+
+    The scale of a tiny float32 operator (``≥ 2¹²⁸`` when its entries are subnormal) does not
+    fit in float32, nor does that of a huge one in its normal range: such a scale is applied as
+    two powers of two, each representable, which is just as exact.
+    """
+    if scale == 1.0:
+        return W
+    info = torch.finfo(W.dtype)
+    if info.tiny <= scale <= info.max:
+        return W * scale
+    half = math.ldexp(1.0, (math.frexp(scale)[1] - 1) // 2)
+    return W * half * (scale / half)
+
+
+def check_symmetric(A: LinearOperator) -> None:
+    """Refuse a dense operator that is not symmetric (others cannot be checked cheaply).
+
+    Raises:
+        ValueError: the matrix holds NaN or inf, or ``max|A − Aᵀ| / max|A| > √ε``.
+    """
+    if isinstance(A, DenseOperator):
+        asym = A.asymmetry()
+        eps = torch.finfo(A.dtype).eps
+        if not math.isfinite(asym):
+            raise ValueError("op contains NaN or inf")
+        if asym > math.sqrt(eps):
+            raise ValueError(
+                f"op is not symmetric: max|A - Aᵀ| / max|A| = {asym:.3g} "
+                f"(allowed {math.sqrt(eps):.3g}); eigsh needs a symmetric operator"
+            )

@@ -28,10 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastspec._checks import AsDict, check_bool, check_float, check_int
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.lanczos import _check_symmetric
-from fastspec.linalg.operator import aslinearoperator, checked_matmat, safe_scale
+from fastspec.linalg.operator import (
+    apply_scale,
+    aslinearoperator,
+    check_symmetric,
+    checked_matmat,
+    safe_scale,
+)
 
 __all__ = ["SLQResult", "pooled_ritz_values", "slq"]
 
@@ -40,7 +46,7 @@ _DENSITY_CHUNK_ELEMS = 1 << 22
 
 
 @dataclass(frozen=True)
-class SLQResult:
+class SLQResult(AsDict):
     """Quadrature nodes and weights from :func:`slq`.
 
     Attributes:
@@ -81,8 +87,7 @@ class SLQResult:
         Returns:
             ``[G]`` float64 (CPU).
         """
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        sigma = check_float("sigma", sigma, minimum=0.0, open_min=True)
         t = torch.as_tensor(grid, dtype=torch.float64).reshape(-1).cpu()
         if not bool(torch.isfinite(t).all()):
             raise ValueError("grid contains NaN or inf")
@@ -97,25 +102,6 @@ class SLQResult:
             d = (t[g0 : g0 + chunk, None] - nodes[None, :]) / sigma
             out[g0 : g0 + chunk] = torch.exp(-0.5 * d * d) @ w * norm
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form."""
-        return {
-            "nodes": self.nodes.tolist(),
-            "weights": self.weights.tolist(),
-            "lengths": self.lengths.tolist(),
-            "dim": self.dim,
-            "num_matvecs": self.num_matvecs,
-            "reorthogonalized": self.reorthogonalized,
-        }
-
-
-def _as_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def slq(
@@ -151,12 +137,14 @@ def slq(
     A = aslinearoperator(op)
     if A.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"op.dtype must be float32 or float64 for slq, got {A.dtype}")
-    R = _as_positive_int("num_probes", num_probes)
-    m = _as_positive_int("num_steps", num_steps)
+    R = check_int("num_probes", num_probes, minimum=1)
+    m = check_int("num_steps", num_steps, minimum=1)
+    check_int("seed", seed, none_ok=True)
+    check_bool("reorthogonalize", reorthogonalize)
     P = A.shape[0]
     if m > P:
         raise ValueError(f"num_steps must be <= P = {P} (the Krylov space is full), got {m}")
-    _check_symmetric(A)
+    check_symmetric(A)
     gen = make_generator(seed)
     eps = torch.finfo(A.dtype).eps
     v = rademacher(gen, P, R, dtype=A.dtype, device=A.device) / math.sqrt(P)
@@ -181,7 +169,7 @@ def slq(
                 raise ValueError("op returned NaN or inf; slq needs a finite operator")
             scale = safe_scale(peak, A.dtype, P)
         if scale != 1.0:
-            w = w * scale
+            w = apply_scale(w, scale)
         ref = torch.linalg.vector_norm(w, dim=0)
         finite &= torch.isfinite(ref).all()
         w, alpha = _kernels.lanczos_step_batched(
@@ -247,9 +235,8 @@ def pooled_ritz_values(
     res_list = [results] if isinstance(results, SLQResult) else list(results)
     if not res_list or not all(isinstance(r, SLQResult) for r in res_list):
         raise TypeError("results must be an SLQResult or a non-empty sequence of them")
-    k = _as_positive_int("k", k)
-    if dedupe_rtol is not None and not (math.isfinite(dedupe_rtol) and dedupe_rtol > 0):
-        raise ValueError(f"dedupe_rtol must be None or a finite number > 0, got {dedupe_rtol}")
+    k = check_int("k", k, minimum=1)
+    dedupe_rtol = check_float("dedupe_rtol", dedupe_rtol, minimum=0.0, open_min=True, none_ok=True)
     values: list[np.ndarray] = []
     run_ids: list[np.ndarray] = []
     run = 0

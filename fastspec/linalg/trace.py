@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fastspec._checks import AsDict, check_choice, check_int
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import LinearOperator, aslinearoperator, checked_matmat
 
@@ -29,7 +30,7 @@ _METHODS = ("hutch++", "hutchinson")
 
 
 @dataclass(frozen=True)
-class TraceResult:
+class TraceResult(AsDict):
     """A trace estimate.
 
     Attributes:
@@ -46,16 +47,6 @@ class TraceResult:
     num_matvecs: int
     method: str
     num_probes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form."""
-        return {
-            "estimate": self.estimate,
-            "std_error": self.std_error,
-            "num_matvecs": self.num_matvecs,
-            "method": self.method,
-            "num_probes": self.num_probes,
-        }
 
 
 def _quadratic_forms(
@@ -108,22 +99,13 @@ def trace(
     A = aslinearoperator(op)
     if A.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"op.dtype must be float32 or float64 for trace, got {A.dtype}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)):
-        raise TypeError(f"num_matvecs must be an int, got {type(num_matvecs).__name__}")
-    need = 4 if method == "hutch++" else 2
-    if num_matvecs < need:
-        raise ValueError(
-            f"num_matvecs must be >= {need} for method={method!r} (a standard error needs two "
-            f"Hutchinson probes), got {num_matvecs}"
-        )
+    method = check_choice("method", method, _METHODS)  # type: ignore[assignment]
+    # a standard error needs two Hutchinson probes (Hutch++: after its sketch and exact part)
+    num_matvecs = check_int("num_matvecs", num_matvecs, minimum=4 if method == "hutch++" else 2)
+    block_size = check_int("block_size", block_size, minimum=1, none_ok=True)
     if block_size is None:
-        block_size = min(int(num_matvecs), 32)
-    elif isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
-        raise TypeError(f"block_size must be an int or None, got {type(block_size).__name__}")
-    elif block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+        block_size = min(num_matvecs, 32)
+    check_int("seed", seed, none_ok=True)
     gen = make_generator(seed)
     P = A.shape[0]
     n = int(num_matvecs)

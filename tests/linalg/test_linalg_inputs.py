@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,18 +17,25 @@ def A(spectrum_matrix) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"k": 0}, ValueError, "k must satisfy"),
-        ({"k": -3}, ValueError, "k must satisfy"),
-        ({"k": 80}, ValueError, "k must satisfy"),
-        ({"k": 200}, ValueError, "k must satisfy"),
+        ({"k": 0}, ValueError, "k must lie in"),
+        ({"k": -3}, ValueError, "k must lie in"),
+        ({"k": 80}, ValueError, "k must lie in"),
+        ({"k": 200}, ValueError, "k must lie in"),
         ({"k": 2.0}, TypeError, "k must be an int"),
         ({"k": True}, TypeError, "k must be an int"),
         ({"k": 3, "which": "LR"}, ValueError, "which must be one of"),
         ({"k": 3, "which": "la"}, ValueError, "which must be one of"),
-        ({"k": 3, "tol": 0.0}, ValueError, "tol must be"),
-        ({"k": 3, "tol": -1e-6}, ValueError, "tol must be"),
-        ({"k": 3, "tol": float("nan")}, ValueError, "tol must be"),
-        ({"k": 3, "tol": "1e-6"}, TypeError, "tol must be a float"),
+        ({"k": 3, "tol": 0.0}, ValueError, "tol must"),
+        ({"k": 3, "tol": -1e-6}, ValueError, "tol must"),
+        ({"k": 3, "tol": float("nan")}, ValueError, "tol must"),
+        ({"k": 3, "tol": "1e-6"}, TypeError, "tol must be a real number"),
+        ({"k": 3, "tol": 2.0}, ValueError, r"tol must lie in \(0, 1\)"),
+        ({"k": 3, "tol": 1.0}, ValueError, r"tol must lie in \(0, 1\)"),
+        ({"k": 3, "which": 1}, TypeError, "which must be one of"),
+        ({"k": 3, "max_restarts": 2.0}, TypeError, "max_restarts must be an int"),
+        ({"k": 3, "seed": 1.5}, TypeError, "seed must be an int"),
+        ({"k": 3, "return_eigenvectors": "yes"}, TypeError, "return_eigenvectors must be True"),
+        ({"k": 3, "progress": "yes"}, TypeError, "progress must be True, False or a callable"),
         ({"k": 3, "block_size": 0}, ValueError, "block_size must be"),
         ({"k": 3, "block_size": 2.5}, TypeError, "block_size must be"),
         ({"k": 3, "max_basis": 0}, ValueError, "max_basis must be"),
@@ -39,6 +47,15 @@ def test_eigsh_bad_arguments(A, kwargs, exc, match):
     k = kwargs.pop("k")
     with pytest.raises(exc, match=match):
         eigsh(A, k, **kwargs)
+
+
+def test_eigsh_accepts_numpy_scalars(A):
+    """numpy scalars are taken like Python's, with the same answer."""
+    kw = dict(tol=1e-8, seed=0, block_size=1, max_basis=24, max_restarts=50)
+    ref = eigsh(A, 3, **kw)
+    np_kw = {n: (np.float64(v) if isinstance(v, float) else np.int64(v)) for n, v in kw.items()}
+    res = eigsh(A, np.int64(3), **np_kw)
+    assert torch.equal(res.eigenvalues, ref.eigenvalues) and res.all_converged
 
 
 def test_eigsh_non_square_and_not_2d():
@@ -163,6 +180,8 @@ def test_unsupported_operator_kind():
         ({"num_probes": 2, "num_steps": 0}, ValueError, "num_steps must be >= 1"),
         ({"num_probes": 2, "num_steps": 81}, ValueError, "num_steps must be <= P"),
         ({"num_probes": 2.0, "num_steps": 5}, TypeError, "num_probes must be an int"),
+        ({"num_probes": 2, "num_steps": 5, "reorthogonalize": 1}, TypeError, "reorthogonalize"),
+        ({"num_probes": 2, "num_steps": 5, "seed": "0"}, TypeError, "seed must be an int"),
     ],
 )
 def test_slq_bad_arguments(A, kwargs, exc, match):
@@ -177,6 +196,8 @@ def test_density_bad_arguments(A):
             res.density(torch.linspace(0, 1, 5), sigma=sigma)
     with pytest.raises(ValueError, match="grid"):
         res.density([0.0, float("nan")], sigma=0.1)
+    with pytest.raises(TypeError, match="sigma must be a real number"):
+        res.density([0.0], sigma="0.1")
 
 
 @pytest.mark.parametrize(
@@ -187,8 +208,34 @@ def test_density_bad_arguments(A):
         ({"method": "hutchinson", "num_matvecs": 1}, ValueError, "num_matvecs must be >= 2"),
         ({"num_matvecs": 10.0}, TypeError, "num_matvecs must be an int"),
         ({"num_matvecs": 10, "block_size": 0}, ValueError, "block_size must be >= 1"),
+        ({"num_matvecs": 10, "block_size": 2.0}, TypeError, "block_size must be an int"),
+        ({"method": 3, "num_matvecs": 10}, TypeError, "method must be one of"),
     ],
 )
 def test_trace_bad_arguments(A, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         trace(A, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("shape", "exc", "match"),
+    [
+        ("ab", TypeError, "shape must be a pair"),
+        (5, TypeError, "shape must be a pair"),
+        ((5, 5, 5), ValueError, "shape must be a pair"),
+        ((5.0, 5.0), TypeError, r"shape\[0\] must be an int"),
+        ((5, 4), ValueError, "square"),
+    ],
+)
+def test_callable_operator_bad_shape(shape, exc, match):
+    with pytest.raises(exc, match=match):
+        CallableOperator(lambda V: V, shape=shape, dtype=torch.float64)
+
+
+def test_operator_flags_are_checked(A):
+    with pytest.raises(TypeError, match="batched must be True or False"):
+        CallableOperator(lambda V: V, shape=(4, 4), batched="no")
+    op = CallableOperator(lambda V: A @ V, shape=(np.int64(80), np.int64(80)), dtype=A.dtype)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        op.to_dense(block_size=0)
+    torch.testing.assert_close(op.to_dense(block_size=np.int64(7)), A, rtol=0, atol=1e-15)

@@ -80,3 +80,23 @@ def test_slq_scaling_is_exact(dtype: torch.dtype) -> None:
     r2 = slq(A * factor, num_probes=2, num_steps=20, seed=0)
     torch.testing.assert_close(r2.nodes / factor, r1.nodes, rtol=0, atol=0)
     torch.testing.assert_close(r2.weights, r1.weights, rtol=0, atol=0)
+
+
+#: float32 operators at the ends of the range: subnormal entries (whose scale, ≥ 2¹²⁸, does not
+#: fit in float32) and entries near float32's maximum
+EXTREME_F32 = [1e-40, 3e37]
+
+
+@pytest.mark.parametrize("scale", EXTREME_F32)
+def test_extreme_float32_operators(scale: float) -> None:
+    """eigsh and slq on tiny and huge float32 operators give the float64 answer."""
+    A, _ = operator(300, scale, torch.float32)
+    exact = torch.linalg.eigvalsh(A.double()).flip(0)  # the float64 answer for these entries
+    # subnormal entries and products carry fewer bits (about 2⁻¹⁴⁹ · √P / scale relative)
+    rtol = 1e-4 if scale > 1.0 else 2e-2
+    res = eigsh(A, 3, tol=1e-3, seed=0)
+    assert res.all_converged
+    torch.testing.assert_close(res.eigenvalues.double(), exact[:3], rtol=rtol, atol=0)
+    dens = slq(A, num_probes=2, num_steps=20, seed=0)
+    reference = slq(A.double(), num_probes=2, num_steps=20, seed=0)
+    torch.testing.assert_close(dens.nodes, reference.nodes, rtol=rtol, atol=0)
