@@ -93,19 +93,3 @@ def seq_gram_cuda(
     device: int,
     stream: int,
 ) -> None: ...
-def block_orthogonalize_cpu(
-    V: int, W: int, W_out: int, C: int, sq_norms: int, n: int, P: int, B: int, dtype: int
-) -> None: ...
-def block_orthogonalize_cuda(
-    V: int,
-    W: int,
-    W_out: int,
-    C: int,
-    sq_norms: int,
-    n: int,
-    P: int,
-    B: int,
-    dtype: int,
-    device: int,
-    stream: int,
-) -> None: ...

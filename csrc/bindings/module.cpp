@@ -5,7 +5,6 @@
 
 #include <cstdint>
 
-#include "fastspec/block_orthogonalize.h"
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
 #include "fastspec/powerlaw_scan_batch.h"
@@ -111,21 +110,6 @@ fastspec::SeqGramArgs seq_gram_args(std::uintptr_t a_i, std::uintptr_t g_i, std:
                                to_dtype(dtype)};
 }
 
-fastspec::BlockOrthogonalizeArgs block_orthogonalize_args(std::uintptr_t V, std::uintptr_t W,
-                                                          std::uintptr_t W_out, std::uintptr_t C,
-                                                          std::uintptr_t sq_norms, int64_t n, int64_t P,
-                                                          int64_t B, int dtype) {
-  return fastspec::BlockOrthogonalizeArgs{ptr<const void>(V),
-                                          ptr<const void>(W),
-                                          ptr<void>(W_out),
-                                          ptr<double>(C),
-                                          ptr<double>(sq_norms),
-                                          n,
-                                          P,
-                                          B,
-                                          to_dtype(dtype)};
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -209,24 +193,4 @@ PYBIND11_MODULE(_C, m) {
       py::arg("a_i"), py::arg("g_i"), py::arg("a_j"), py::arg("g_j"), py::arg("out"), py::arg("n_i"),
       py::arg("n_j"), py::arg("t_i"), py::arg("t_j"), py::arg("d_in"), py::arg("d_out"), py::arg("dtype"),
       py::arg("device"), py::arg("stream"), py::call_guard<py::gil_scoped_release>());
-
-  m.def(
-      "block_orthogonalize_cpu",
-      [](std::uintptr_t V, std::uintptr_t W, std::uintptr_t W_out, std::uintptr_t C, std::uintptr_t sq_norms,
-         int64_t n, int64_t P, int64_t B, int dtype) {
-        fastspec::block_orthogonalize_cpu(block_orthogonalize_args(V, W, W_out, C, sq_norms, n, P, B, dtype));
-      },
-      py::arg("V"), py::arg("W"), py::arg("W_out"), py::arg("C"), py::arg("sq_norms"), py::arg("n"),
-      py::arg("P"), py::arg("B"), py::arg("dtype"), py::call_guard<py::gil_scoped_release>());
-
-  m.def(
-      "block_orthogonalize_cuda",
-      [](std::uintptr_t V, std::uintptr_t W, std::uintptr_t W_out, std::uintptr_t C, std::uintptr_t sq_norms,
-         int64_t n, int64_t P, int64_t B, int dtype, int device, std::uintptr_t stream) {
-        fastspec::block_orthogonalize_cuda(block_orthogonalize_args(V, W, W_out, C, sq_norms, n, P, B, dtype),
-                                           fastspec::CudaLaunch{device, ptr<void>(stream)});
-      },
-      py::arg("V"), py::arg("W"), py::arg("W_out"), py::arg("C"), py::arg("sq_norms"), py::arg("n"),
-      py::arg("P"), py::arg("B"), py::arg("dtype"), py::arg("device"), py::arg("stream"),
-      py::call_guard<py::gil_scoped_release>());
 }

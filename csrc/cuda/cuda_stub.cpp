@@ -1,6 +1,5 @@
 // Built instead of the CUDA kernels when FASTSPEC_CUDA=OFF (or AUTO without nvcc): every
 // <op>_cuda entry point raises a clear error. Keep one stub per op declared in include/.
-#include "fastspec/block_orthogonalize.h"
 #include "fastspec/common.h"
 #include "fastspec/powerlaw_scan.h"
 #include "fastspec/powerlaw_scan_batch.h"
@@ -19,9 +18,6 @@ CudaInfo cuda_info() { return CudaInfo{false, "", 0, 0, "built without CUDA kern
 
 void cuda_set_device(int) { no_cuda("cuda_set_device"); }
 void powerlaw_scan_cuda(const PowerlawScanArgs&, const CudaLaunch&) { no_cuda("powerlaw_scan"); }
-void block_orthogonalize_cuda(const BlockOrthogonalizeArgs&, const CudaLaunch&) {
-  no_cuda("block_orthogonalize");
-}
 void powerlaw_scan_batch_cuda(const PowerlawScanBatchArgs&, const CudaLaunch&) {
   no_cuda("powerlaw_scan_batch");
 }
