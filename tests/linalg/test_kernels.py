@@ -112,4 +112,6 @@ def test_selective_pass_with_every_row_selected_is_the_full_pass() -> None:
     expected, _ = _kernels.project_rows(V, W)
     sel, _ = _kernels.project_rows(V, W, skip_below=1e-12)
     torch.testing.assert_close(sel, expected, atol=1e-13, rtol=0)
-    torch.testing.assert_close(V @ sel.mT, torch.zeros(20, 2, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        V @ sel.mT, torch.zeros(20, 2, dtype=torch.float64), atol=1e-12, rtol=0
+    )
