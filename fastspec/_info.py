@@ -11,8 +11,12 @@ from fastspec._native import native
 
 
 def build_info() -> dict[str, Any]:
-    """Build and runtime facts: version, CUDA kernels and architectures, compiler, OpenMP,
-    torch version and the devices seen by torch and by the extension's CUDA runtime."""
+    """Build and runtime facts of this installation.
+
+    Returns:
+        version, CUDA kernels and architectures, compiler, OpenMP, torch version, and the
+        devices seen by torch and by the extension's CUDA runtime.
+    """
     info = dict(native().build_info())
     info["python"] = platform.python_version()
     info["torch"] = torch.__version__

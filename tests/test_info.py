@@ -57,5 +57,8 @@ def test_extension_links_no_libtorch() -> None:
 def test_cuda_stub_raises_clearly_without_cuda_kernels() -> None:
     if fastspec.build_info()["cuda_compiled"]:
         pytest.skip("this build has CUDA kernels")
-    with pytest.raises(RuntimeError, match="built without CUDA kernels"):
-        _C.powerlaw_scan_cuda(0, 0, 0, 0, 0, 0, 0, 2, 0, 1.0, 2.0, False, 1, 0, 0)
+    for op, fields in _C.ops.items():
+        zero = {"address": 0, "int": 0, "float": 0.0, "bool": False, "DType": _C.DType.float64}
+        args = {name: zero[kind] for name, kind in fields}
+        with pytest.raises(RuntimeError, match=f"{op}: fastspec was built without CUDA kernels"):
+            getattr(_C, f"{op}_cuda")(args, 0, 0)

@@ -12,13 +12,6 @@
 
 namespace fastspec {
 
-void cuda_set_device(int device) {
-  const cudaError_t err = cudaSetDevice(device);
-  if (err != cudaSuccess) {
-    throw std::runtime_error("cudaSetDevice(" + std::to_string(device) + "): " + cudaGetErrorString(err));
-  }
-}
-
 CudaInfo cuda_info() {
   CudaInfo info{true, FASTSPEC_CUDA_ARCHS, 0, 0, ""};
   cudaRuntimeGetVersion(&info.runtime_version);

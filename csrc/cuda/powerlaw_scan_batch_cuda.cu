@@ -3,11 +3,9 @@
 // first), all threads sharing each tail; the running best ks is the abandon bound. The best is
 // block-uniform (every decision follows a block-wide max), so there are no atomics and ties
 // resolve to the smallest index deterministically.
-#include <cuda_runtime.h>
-
 #include <cmath>
-#include <string>
 
+#include "cuda_helpers.cuh"
 #include "fastspec/powerlaw_scan_batch.h"
 #include "scan_device.cuh"
 
@@ -78,16 +76,10 @@ __global__ void powerlaw_scan_batch_kernel(PowerlawScanBatchArgs a) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 template <typename T>
 void launch(const PowerlawScanBatchArgs& a, cudaStream_t stream) {
   if (a.rows == 0) return;
-  check_arg(a.rows <= 0x7fffffffLL, "powerlaw_scan_batch: too many rows for one CUDA launch");
-  powerlaw_scan_batch_kernel<T><<<static_cast<unsigned int>(a.rows), kBlock, 0, stream>>>(a);
+  powerlaw_scan_batch_kernel<T><<<grid_dim(a.rows, "powerlaw_scan_batch rows"), kBlock, 0, stream>>>(a);
   check_launch("powerlaw_scan_batch kernel");
 }
 
@@ -96,9 +88,7 @@ void launch(const PowerlawScanBatchArgs& a, cudaStream_t stream) {
 void powerlaw_scan_batch_cuda(const PowerlawScanBatchArgs& a, const CudaLaunch& where) {
   check_arg(a.n >= 2, "powerlaw_scan_batch: need at least 2 data points per row");
   check_arg(a.rows >= 0, "powerlaw_scan_batch: negative number of rows");
-  cuda_set_device(where.device);
-  auto s = static_cast<cudaStream_t>(where.stream);
-  dispatch_float(a.dtype, [&](auto tag) { launch<decltype(tag)>(a, s); });
+  launch_on(where, a.dtype, [&](auto tag, cudaStream_t stream) { launch<decltype(tag)>(a, stream); });
 }
 
 }  // namespace fastspec

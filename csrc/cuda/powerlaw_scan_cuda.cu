@@ -1,9 +1,7 @@
 // CUDA kernel of powerlaw_scan (see include/fastspec/powerlaw_scan.h): one block per candidate.
-#include <cuda_runtime.h>
-
 #include <cmath>
-#include <string>
 
+#include "cuda_helpers.cuh"
 #include "fastspec/powerlaw_scan.h"
 #include "scan_device.cuh"
 
@@ -81,22 +79,17 @@ __global__ void powerlaw_scan_kernel(PowerlawScanArgs a, bool seed_pass) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 template <typename T>
 void launch(const PowerlawScanArgs& a, cudaStream_t stream) {
   const int64_t C = a.num_candidates;
   if (C == 0) return;
-  check_arg(C <= 0x7fffffffLL, "powerlaw_scan: too many candidates for one CUDA launch");
+  const unsigned int blocks = grid_dim(C, "powerlaw_scan candidates");
   if (a.prune) {
     const int seeds = static_cast<int>(C < kNumSeeds ? C : kNumSeeds);
     powerlaw_scan_kernel<T><<<seeds, kBlock, 0, stream>>>(a, true);
     check_launch("powerlaw_scan seed kernel");
   }
-  powerlaw_scan_kernel<T><<<static_cast<unsigned int>(C), kBlock, 0, stream>>>(a, false);
+  powerlaw_scan_kernel<T><<<blocks, kBlock, 0, stream>>>(a, false);
   check_launch("powerlaw_scan kernel");
 }
 
@@ -105,9 +98,7 @@ void launch(const PowerlawScanArgs& a, cudaStream_t stream) {
 void powerlaw_scan_cuda(const PowerlawScanArgs& a, const CudaLaunch& where) {
   check_arg(a.n >= 2, "powerlaw_scan: need at least 2 data points");
   check_arg(!a.prune || a.best != nullptr, "powerlaw_scan: prune needs the float32 workspace 'best'");
-  cuda_set_device(where.device);
-  auto s = static_cast<cudaStream_t>(where.stream);
-  dispatch_float(a.dtype, [&](auto tag) { launch<decltype(tag)>(a, s); });
+  launch_on(where, a.dtype, [&](auto tag, cudaStream_t stream) { launch<decltype(tag)>(a, stream); });
 }
 
 }  // namespace fastspec

@@ -1,21 +1,13 @@
 // CUDA kernel of seq_gram (see include/fastspec/seq_gram.h): one block per (i, j) sample pair
 // (a grid-stride loop over pairs); each thread takes position pairs (t, s), computes the a- and
 // g-dot products, and the block sums their products (warp shuffles, then shared memory).
-#include <cuda_runtime.h>
-
-#include <string>
-
+#include "cuda_helpers.cuh"
 #include "fastspec/seq_gram.h"
 
 namespace fastspec {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ double warp_sum(double v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
 
 template <typename T>
 __global__ void seq_gram_kernel(SeqGramArgs a) {
@@ -54,17 +46,12 @@ __global__ void seq_gram_kernel(SeqGramArgs a) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
 template <typename T>
 void launch(const SeqGramArgs& a, cudaStream_t stream) {
   const int64_t pairs = a.n_i * a.n_j;
   if (pairs == 0) return;
   const int64_t blocks = pairs < (int64_t{1} << 20) ? pairs : (int64_t{1} << 20);
-  seq_gram_kernel<T><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(a);
+  seq_gram_kernel<T><<<grid_dim(blocks, "seq_gram"), kThreads, 0, stream>>>(a);
   check_launch("seq_gram kernel");
 }
 
@@ -74,9 +61,7 @@ void seq_gram_cuda(const SeqGramArgs& a, const CudaLaunch& where) {
   check_arg(a.n_i >= 0 && a.n_j >= 0, "seq_gram: negative number of samples");
   check_arg(a.t_i >= 1 && a.t_j >= 1, "seq_gram: need at least one position per sample");
   check_arg(a.d_in >= 1 && a.d_out >= 1, "seq_gram: need positive feature sizes");
-  cuda_set_device(where.device);
-  auto s = static_cast<cudaStream_t>(where.stream);
-  dispatch_float(a.dtype, [&](auto tag) { launch<decltype(tag)>(a, s); });
+  launch_on(where, a.dtype, [&](auto tag, cudaStream_t stream) { launch<decltype(tag)>(a, stream); });
 }
 
 }  // namespace fastspec

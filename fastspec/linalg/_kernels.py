@@ -1,12 +1,13 @@
 """The vector kernels of the Krylov solvers, one small function each.
 
 These are the only places where :mod:`fastspec.linalg` touches length-``P`` data besides the
-operator itself, so each is the swap point for a fused native op from :mod:`fastspec.ops`:
+operator itself, so each is the swap point for a fused native op from :mod:`fastspec.ops`
+where one is measured faster:
 
 - :func:`project_rows`: one classical Gram–Schmidt pass ``W ← W − (WVᵀ)V`` against a basis
   stored as rows, with the input norms, optionally updating only along the rows where the
-  block has components above a threshold; through the native
-  :func:`fastspec.ops.block_orthogonalize` where it was measured faster (``USE_NATIVE``); the
+  block has components above a threshold (two BLAS calls: a fused native pass lost to them at
+  every block width, ``benchmarks/results/ops_block_orthogonalize.md``); the
   "twice is enough" orthonormalisation built on it (BCGS2 with a DGKS test that skips the
   second pass when the first one provably sufficed) lives in
   :meth:`fastspec.linalg.lanczos._BlockLanczos._orthonormalize`, which owns the host
@@ -19,8 +20,8 @@ operator itself, so each is the swap point for a fused native op from :mod:`fast
 - :func:`lanczos_step_batched`: one step of several independent single-vector Lanczos runs (SLQ).
 
 Blocks are handled as rows (``[B, P]``, like the basis ``V`` ``[M, P]``): the products then read
-memory in order, which made a Gram–Schmidt pass 1.3× and the recurrence 3.5× faster than on
-``[P, B]`` columns. Shapes use the project's letters: ``P`` the operator dimension, ``B`` the
+memory in order (faster than on ``[P, B]`` columns for both the pass and the recurrence:
+``benchmarks/results/hessian_vs_peers.md``). Shapes use the project's letters: ``P`` the operator dimension, ``B`` the
 block size, ``M`` the Krylov basis size. Only :func:`project_rows` with ``skip_below``
 synchronises with the device.
 """
@@ -29,16 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from fastspec import ops
-
 #: elements of the temporary used by :func:`rotate_rows` (about 32 MiB of float64)
 _ROTATE_CHUNK_ELEMS = 1 << 22
-
-
-#: block widths for which :func:`project_rows` runs natively, per device: where the native op
-#: beats the two BLAS calls on rows. On the 2-core CPU it loses at every B from 1 to 16
-#: (``benchmarks/results/ops_block_orthogonalize.md``: 0.87× at B = 2); CUDA never measured.
-USE_NATIVE: dict[str, range] = {}
 
 
 def project_rows(
@@ -61,9 +54,6 @@ def project_rows(
     Returns:
         ``(W_out [B, P], sq_norms [B])``, the squared row norms of the input in float64.
     """
-    if skip_below == 0.0 and W.shape[0] in USE_NATIVE.get(W.device.type, ()):
-        out, _, sq = ops.block_orthogonalize(V, W.mT)
-        return out.mT, sq[0]
     sq = (W * W).sum(dim=1).to(torch.float64)
     if V.shape[0] == 0:
         return W, sq

@@ -5,9 +5,8 @@ Each op has one name through every layer (``csrc/include/fastspec/<op>.h``,
 ``fastspec/reference/<op>.py``, ``tests/ops/test_<op>.py``, ``benchmarks/bench_<op>.py``).
 """
 
-from fastspec.ops.block_orthogonalize import block_orthogonalize
 from fastspec.ops.powerlaw_scan import powerlaw_scan
 from fastspec.ops.powerlaw_scan_batch import powerlaw_scan_batch
 from fastspec.ops.seq_gram import seq_gram
 
-__all__ = ["block_orthogonalize", "powerlaw_scan", "powerlaw_scan_batch", "seq_gram"]
+__all__ = ["powerlaw_scan", "powerlaw_scan_batch", "seq_gram"]

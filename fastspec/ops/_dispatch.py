@@ -1,8 +1,11 @@
-"""Shared plumbing of the native-op wrappers: argument checks and the call into ``fastspec._C``.
+"""Shared plumbing of the native-op wrappers: tensor checks and the one call into ``fastspec._C``.
 
 Every wrapper in :mod:`fastspec.ops` validates its tensors here (a ``TypeError``/``ValueError``
 naming the argument and what was expected), makes them contiguous, allocates outputs with torch,
-and hands raw addresses to the torch-free kernels with the current CUDA stream.
+and hands them to :func:`call` by the field names of the op's ``<Op>Args`` struct
+(``csrc/include/fastspec/<op>.h``): the extension takes each tensor's address, the dtype becomes
+the extension's own ``_C.DType`` (checked against torch's when this module is imported), and the
+kernel runs on the tensors' device with the current CUDA stream.
 """
 
 from __future__ import annotations
@@ -12,14 +15,44 @@ from typing import Any
 
 import torch
 
+from fastspec import _native
 from fastspec._native import native
 
+#: dtypes the kernels take (each must be in the extension's ``_C.DType``)
 FLOAT_DTYPES = (torch.float32, torch.float64)
-_DTYPE_CODE = {torch.float32: 0, torch.float64: 1}  # csrc/include/fastspec/common.h: DType
 
 
-def dtype_code(dtype: torch.dtype) -> int:
-    return _DTYPE_CODE[dtype]
+def dtype_table(dtype_enum: Any) -> dict[torch.dtype, Any]:
+    """Map torch dtypes to the members of the extension's dtype enum, checking that they agree.
+
+    Args:
+        dtype_enum: ``fastspec._C.DType``; its members are named as torch names its dtypes and
+            carry their ``itemsize``.
+
+    Returns:
+        ``{torch.float32: _C.DType.float32, ...}``.
+
+    Raises:
+        ImportError: a member names no torch dtype of its size, or a dtype of
+            :data:`FLOAT_DTYPES` has no member (the extension and the package disagree).
+    """
+    table: dict[torch.dtype, Any] = {}
+    for name, code in dtype_enum.__members__.items():
+        dtype = getattr(torch, name, None)
+        if not isinstance(dtype, torch.dtype) or dtype.itemsize != code.itemsize:
+            raise ImportError(
+                f"fastspec._C.DType.{name} ({code.itemsize} bytes) is no torch dtype of that "
+                "size: the extension does not match this fastspec; reinstall it"
+            )
+        table[dtype] = code
+    missing = [str(d) for d in FLOAT_DTYPES if d not in table]
+    if missing:
+        raise ImportError(f"fastspec._C.DType lacks {', '.join(missing)}: reinstall fastspec")
+    return table
+
+
+#: torch dtype → ``_C.DType`` (empty when the extension failed to load: :func:`call` raises then)
+DTYPE_CODES: dict[torch.dtype, Any] = {} if _native._C is None else dtype_table(_native._C.DType)
 
 
 def check_tensor(
@@ -31,7 +64,12 @@ def check_tensor(
     device: torch.device | None = None,
     min_numel: int = 1,
 ) -> torch.Tensor:
-    """Validate one tensor argument; return it contiguous."""
+    """Validate one tensor argument; return it contiguous.
+
+    Raises:
+        TypeError: ``value`` is not a tensor, or has none of ``dtypes``.
+        ValueError: wrong number of dimensions, too few elements, or the wrong device.
+    """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in dtypes:
@@ -50,16 +88,21 @@ def check_tensor(
     return value.contiguous()
 
 
-def addr(t: torch.Tensor) -> int:
-    return int(t.data_ptr())
+def call(op: str, device: torch.device, fields: dict[str, Any]) -> None:
+    """Run native ``op`` on ``device``, its ``<Op>Args`` filled from ``fields`` by name.
 
-
-def call(op: str, device: torch.device, *args: Any) -> None:
-    """Run ``_C.<op>_cpu(*args)`` or ``_C.<op>_cuda(*args, device_index, stream)``."""
+    Args:
+        op: the op's name (``_C.ops[op]`` lists its fields).
+        device: where the tensors live: ``_C.<op>_cpu(fields)``, or ``_C.<op>_cuda(fields,
+            index, stream)`` on torch's current stream of that device.
+        fields: every field of the Args struct: tensors for the addresses, contiguous (as
+            :func:`check_tensor` returns them; the extension reads their ``data_ptr()``), ``dtype`` as a ``torch.dtype`` (replaced here
+            by its ``_C.DType``), ints, floats and bools.
+    """
     C = native()
+    fields["dtype"] = DTYPE_CODES[fields["dtype"]]
     if device.type == "cpu":
-        getattr(C, f"{op}_cpu")(*args)
+        getattr(C, f"{op}_cpu")(fields)
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = torch.cuda.current_stream(device).cuda_stream
-    getattr(C, f"{op}_cuda")(*args, index, stream)
+    getattr(C, f"{op}_cuda")(fields, index, torch.cuda.current_stream(device).cuda_stream)

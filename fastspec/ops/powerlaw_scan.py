@@ -16,17 +16,24 @@ analysis of heavy-tailed distributions*, PLoS ONE 9 (2014). Twin: :mod:`fastspec
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
-from fastspec.ops._dispatch import FLOAT_DTYPES, addr, call, check_tensor, dtype_code
+from fastspec._checks import check_bool, check_float
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
 
-__all__ = ["powerlaw_scan", "scan_inputs"]
+__all__ = ["check_alpha_range", "powerlaw_scan", "scan_inputs"]
 
 
 def scan_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``log x`` [N], ``run_start`` [N] (first index of each value) and the float64 suffix sums
-    of ``log x`` [N + 1] of ascending data ``x`` [N]; shared with the reference twin."""
+    """The kernel's inputs of ascending data ``x`` [N]; shared with the reference twin.
+
+    Returns:
+        ``log x`` [N], ``run_start`` [N] (first index of each value) and the float64 suffix
+        sums of ``log x`` [N + 1].
+    """
     logx = torch.log(x)
     _, counts = torch.unique_consecutive(x, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -37,8 +44,10 @@ def scan_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def default_candidates(x: torch.Tensor) -> torch.Tensor:
-    """First index of every distinct value but the two largest, as the ``powerlaw`` package scans
-    (its candidates are the distinct values below max(x), less the largest of those)."""
+    """First index of every distinct value but the two largest, as the ``powerlaw`` package scans.
+
+    Its candidates are the distinct values below max(x), less the largest of those.
+    """
     _, counts = torch.unique_consecutive(x, return_counts=True)
     return (torch.cumsum(counts, 0) - counts)[:-2]
 
@@ -59,10 +68,24 @@ def _powerlaw_scan(
     best = torch.full((1,), math.inf, dtype=torch.float32, device=logx.device)
     if C:
         call(
-            "powerlaw_scan", logx.device, addr(logx), addr(run_start), addr(candidates),
-            addr(tail_logsum), addr(alpha), addr(ks), addr(best), logx.numel(), C,
-            alpha_lo, alpha_hi, prune, dtype_code(logx.dtype),
-        )  # fmt: skip
+            "powerlaw_scan",
+            logx.device,
+            {
+                "logx": logx,
+                "run_start": run_start,
+                "candidates": candidates,
+                "tail_logsum": tail_logsum,
+                "alpha": alpha,
+                "ks": ks,
+                "best": best,
+                "n": logx.numel(),
+                "num_candidates": C,
+                "alpha_lo": alpha_lo,
+                "alpha_hi": alpha_hi,
+                "prune": prune,
+                "dtype": logx.dtype,
+            },
+        )
         if prune:  # which losers were abandoned depends on scheduling: keep only the minimisers
             ks = torch.where(ks == ks.min(), ks, torch.full_like(ks, math.inf))
     return alpha, ks
@@ -103,9 +126,8 @@ def powerlaw_scan(
         raise ValueError("x must be positive: a power law is defined on x > 0")
     if not bool((x[1:] >= x[:-1]).all()):
         raise ValueError("x must be sorted ascending (use torch.sort)")
-    lo, hi = (float(a) for a in alpha_range)
-    if not lo < hi:
-        raise ValueError(f"alpha_range must be (low, high) with low < high, got {alpha_range}")
+    prune = check_bool("prune", prune)
+    lo, hi = check_alpha_range(alpha_range)
     logx, run_start, suffix = scan_inputs(x)
     if candidates is None:
         candidates = default_candidates(x)
@@ -114,7 +136,25 @@ def powerlaw_scan(
             "candidates", candidates, dtypes=(torch.int64,), ndim=1, device=x.device, min_numel=0
         )
         _check_candidates(candidates, run_start, x.numel())
-    return _powerlaw_scan(logx, run_start, candidates, suffix[candidates], lo, hi, bool(prune))
+    return _powerlaw_scan(logx, run_start, candidates, suffix[candidates], lo, hi, prune)
+
+
+def check_alpha_range(alpha_range: Any) -> tuple[float, float]:
+    """``alpha_range`` as floats ``(low, high)`` with ``low < high``; ``high`` may be ``inf``.
+
+    Raises:
+        TypeError: not a pair of real numbers.
+        ValueError: ``low`` not finite, ``high`` NaN or ``-inf``, or ``low >= high``.
+    """
+    if not isinstance(alpha_range, (tuple, list)) or len(alpha_range) != 2:
+        raise TypeError(f"alpha_range must be a pair (low, high), got {alpha_range!r}")
+    low, high = alpha_range
+    lo = check_float("alpha_range[0]", low)
+    unbounded = isinstance(high, (float, np.floating)) and high == math.inf
+    hi = math.inf if unbounded else check_float("alpha_range[1]", high)
+    if not lo < hi:
+        raise ValueError(f"alpha_range must satisfy low < high, got {alpha_range!r}")
+    return lo, hi
 
 
 def _check_candidates(candidates: torch.Tensor, run_start: torch.Tensor, n: int) -> None:

@@ -1,5 +1,6 @@
-"""The pruned Clauset xmin scan of many data sets at once, natively (CPU with OpenMP over rows,
-CUDA with one block per row): the refit of every bootstrap replicate in one call.
+"""The pruned Clauset xmin scan of many data sets at once, natively: bootstrap refits in one call.
+
+CPU with OpenMP over rows, CUDA with one block per row.
 
 Row ``r`` of ``x`` [R, N] is an ascending data set. Its candidate cutoffs are the first indices of
 every distinct value but the two largest (the default of :func:`fastspec.ops.powerlaw_scan` and
@@ -23,14 +24,19 @@ import math
 
 import torch
 
-from fastspec.ops._dispatch import FLOAT_DTYPES, addr, call, check_tensor, dtype_code
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
+from fastspec.ops.powerlaw_scan import check_alpha_range
 
 __all__ = ["powerlaw_scan_batch", "scan_batch_inputs"]
 
 
 def scan_batch_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``log x`` [R, N], ``run_start`` [R, N] (first index of each value in its row) and the
-    float64 suffix sums of ``log x`` along each row [R, N] of ascending rows ``x`` [R, N]."""
+    """The kernel's inputs of ascending rows ``x`` [R, N].
+
+    Returns:
+        ``log x`` [R, N], ``run_start`` [R, N] (first index of each value in its row) and the
+        float64 suffix sums of ``log x`` along each row [R, N].
+    """
     logx = torch.log(x)
     n = x.shape[1]
     idx = torch.arange(n, device=x.device).expand_as(x)
@@ -55,10 +61,22 @@ def _powerlaw_scan_batch(
     ks = torch.empty(R, dtype=logx.dtype, device=logx.device)
     if R:
         call(
-            "powerlaw_scan_batch", logx.device, addr(logx), addr(run_start), addr(tail_logsum),
-            addr(xmin_index), addr(alpha), addr(ks), R, N, alpha_lo, alpha_hi,
-            dtype_code(logx.dtype),
-        )  # fmt: skip
+            "powerlaw_scan_batch",
+            logx.device,
+            {
+                "logx": logx,
+                "run_start": run_start,
+                "tail_logsum": tail_logsum,
+                "xmin_index": xmin_index,
+                "alpha": alpha,
+                "ks": ks,
+                "rows": R,
+                "n": N,
+                "alpha_lo": alpha_lo,
+                "alpha_hi": alpha_hi,
+                "dtype": logx.dtype,
+            },
+        )
     return xmin_index, alpha, ks
 
 
@@ -93,8 +111,6 @@ def powerlaw_scan_batch(
         raise ValueError("x must be positive: a power law is defined on x > 0")
     if not bool((x[:, 1:] >= x[:, :-1]).all()):
         raise ValueError("x must have every row sorted ascending (use torch.sort(x, dim=1))")
-    lo, hi = (float(a) for a in alpha_range)
-    if not lo < hi:
-        raise ValueError(f"alpha_range must be (low, high) with low < high, got {alpha_range}")
+    lo, hi = check_alpha_range(alpha_range)
     logx, run_start, tail_logsum = scan_batch_inputs(x)
     return _powerlaw_scan_batch(logx, run_start, tail_logsum, lo, hi)

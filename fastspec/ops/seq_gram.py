@@ -1,6 +1,7 @@
-"""The Gram matrix of per-sample weight gradients of a linear map used at several positions,
-natively (CPU with OpenMP, CUDA), without forming the gradients or the [N_i, N_j, T, S]
-position-pair products.
+"""The Gram matrix of per-sample gradients of a weight used at several positions, natively.
+
+CPU with OpenMP, CUDA; neither the gradients nor the [N_i, N_j, T, S] position-pair products are
+formed.
 
     out[i, j] = Σ_{t,s} (a_i[i, t] · a_j[j, s]) (g_i[i, t] · g_j[j, s])  = ⟨G_i, G_j⟩_F,
     G_i = Σ_t g_i[i, t] a_i[i, t]ᵀ
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from fastspec.ops._dispatch import FLOAT_DTYPES, addr, call, check_tensor, dtype_code
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
 
 __all__ = ["seq_gram"]
 
@@ -30,9 +31,23 @@ def _seq_gram(
     out = torch.empty(n_i, n_j, dtype=a_i.dtype, device=a_i.device)
     if n_i and n_j:
         call(
-            "seq_gram", a_i.device, addr(a_i), addr(g_i), addr(a_j), addr(g_j), addr(out),
-            n_i, n_j, t_i, t_j, d_in, d_out, dtype_code(a_i.dtype),
-        )  # fmt: skip
+            "seq_gram",
+            a_i.device,
+            {
+                "a_i": a_i,
+                "g_i": g_i,
+                "a_j": a_j,
+                "g_j": g_j,
+                "out": out,
+                "n_i": n_i,
+                "n_j": n_j,
+                "t_i": t_i,
+                "t_j": t_j,
+                "d_in": d_in,
+                "d_out": d_out,
+                "dtype": a_i.dtype,
+            },
+        )
     return out
 
 

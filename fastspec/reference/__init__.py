@@ -1,8 +1,7 @@
 """Pure-torch twins of the native ops: same inputs, same outputs, no compiled code."""
 
-from fastspec.reference.block_orthogonalize import block_orthogonalize
 from fastspec.reference.powerlaw_scan import powerlaw_scan
 from fastspec.reference.powerlaw_scan_batch import powerlaw_scan_batch
 from fastspec.reference.seq_gram import seq_gram
 
-__all__ = ["block_orthogonalize", "powerlaw_scan", "powerlaw_scan_batch", "seq_gram"]
+__all__ = ["powerlaw_scan", "powerlaw_scan_batch", "seq_gram"]

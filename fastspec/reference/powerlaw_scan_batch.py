@@ -1,5 +1,7 @@
-"""Pure-torch twin of :func:`fastspec.ops.powerlaw_scan_batch` (the tests' oracle): every row
-scanned exhaustively by :func:`fastspec.reference.powerlaw_scan`, then the first valid minimiser.
+"""Pure-torch twin of :func:`fastspec.ops.powerlaw_scan_batch` (the tests' oracle).
+
+Every row is scanned exhaustively by :func:`fastspec.reference.powerlaw_scan`, then the first
+valid minimiser is taken.
 """
 
 from __future__ import annotations

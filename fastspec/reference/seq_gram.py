@@ -1,5 +1,4 @@
-"""Pure-torch twin of :func:`fastspec.ops.seq_gram`: the Gram matrix of per-sample gradients of a
-weight used at T positions, without forming the gradients.
+"""Pure-torch twin of :func:`fastspec.ops.seq_gram`: a Gram of per-sample gradients, not formed.
 
 For a linear map applied at positions t with inputs ``a[i, t]`` and output gradients ``g[i, t]``,
 sample i's weight gradient is G_i = Σ_t g_it a_itᵀ, and

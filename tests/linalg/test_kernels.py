@@ -106,16 +106,12 @@ def test_callables_get_contiguous_blocks_from_eigsh() -> None:
     torch.testing.assert_close(res.eigenvalues, d.flip(0)[:3], atol=1e-10, rtol=0)
 
 
-def test_the_native_swap_point_gives_the_same_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``USE_NATIVE`` is empty on CPU (the BLAS pass on rows was faster); the native op must still
-    give the same full pass where a device turns it on."""
+def test_selective_pass_with_every_row_selected_is_the_full_pass() -> None:
     V = orthonormal_rows(20, 8)
     W = torch.randn(2, P, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    expected, sq = _kernels.project_rows(V, W)
-    monkeypatch.setitem(_kernels.USE_NATIVE, "cpu", range(1, 17))
-    out, sq_native = _kernels.project_rows(V, W)
-    torch.testing.assert_close(out, expected, atol=1e-13, rtol=0)
-    torch.testing.assert_close(sq_native, sq, atol=0, rtol=1e-14)
-    # the selective pass (always the BLAS path) with every row above its threshold: the same
+    expected, _ = _kernels.project_rows(V, W)
     sel, _ = _kernels.project_rows(V, W, skip_below=1e-12)
     torch.testing.assert_close(sel, expected, atol=1e-13, rtol=0)
+    torch.testing.assert_close(
+        V @ sel.mT, torch.zeros(20, 2, dtype=torch.float64), atol=1e-12, rtol=0
+    )

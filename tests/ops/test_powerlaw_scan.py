@@ -207,9 +207,13 @@ def test_candidates_must_be_run_starts() -> None:
         powerlaw_scan(x, torch.tensor([2]))
 
 
-def test_bad_alpha_range() -> None:
-    with pytest.raises(ValueError, match="alpha_range must be"):
+def test_bad_alpha_range_and_prune() -> None:
+    with pytest.raises(ValueError, match="alpha_range must satisfy low < high"):
         powerlaw_scan(good_x(), prune=True, alpha_range=(3.0, 1.0))
+    with pytest.raises(TypeError, match=r"alpha_range\[0\] must be a real number"):
+        powerlaw_scan(good_x(), prune=True, alpha_range=("1", 3.0))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prune must be True or False"):
+        powerlaw_scan(good_x(), prune="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.cuda

@@ -171,6 +171,22 @@ def test_bad_x(make, error, match) -> None:  # type: ignore[no-untyped-def]
         powerlaw_scan_batch(make())
 
 
-def test_bad_alpha_range() -> None:
-    with pytest.raises(ValueError, match="alpha_range must be"):
-        powerlaw_scan_batch(good_x(), alpha_range=(3.0, 1.0))
+@pytest.mark.parametrize(
+    ("alpha_range", "error", "match"),
+    [
+        ((3.0, 1.0), ValueError, "alpha_range must satisfy low < high"),
+        ((math.nan, 3.0), ValueError, r"alpha_range\[0\] must be finite"),
+        ((1.0, "3"), TypeError, r"alpha_range\[1\] must be a real number"),
+        (3.0, TypeError, "alpha_range must be a pair"),
+    ],
+)
+def test_bad_alpha_range(alpha_range: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        powerlaw_scan_batch(good_x(), alpha_range=alpha_range)  # type: ignore[arg-type]
+
+
+def test_numpy_alpha_range_is_accepted() -> None:
+    x = good_x()
+    got = powerlaw_scan_batch(x, alpha_range=(np.float32(1.5), np.float64(np.inf)))
+    want = powerlaw_scan_batch(x, alpha_range=(1.5, math.inf))
+    assert [t.tolist() for t in got] == [t.tolist() for t in want]

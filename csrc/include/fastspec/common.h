@@ -8,8 +8,10 @@
 
 namespace fastspec {
 
-// dtype codes shared with fastspec/ops/_dispatch.py (keep in sync).
+// The kernels' dtypes. Exported as fastspec._C.DType (named by dtype_name, as torch names them)
+// and checked against torch's dtypes by fastspec/ops/_dispatch.py when it is imported.
 enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
+inline constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat64};
 
 inline const char* dtype_name(DType d) {
   switch (d) {
@@ -19,6 +21,16 @@ inline const char* dtype_name(DType d) {
       return "float64";
   }
   return "unknown";
+}
+
+inline int dtype_itemsize(DType d) {
+  switch (d) {
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+      return 8;
+  }
+  return 0;
 }
 
 // Calls f(float{}) or f(double{}) for the dtype code: the one switch of every kernel entry point,
@@ -42,12 +54,11 @@ inline void check_arg(bool ok, const std::string& msg) {
 
 // Where a CUDA kernel runs: the device index and its cudaStream_t (0 = legacy default stream).
 // The extension links its own static cudart, whose current device is independent of torch's,
-// so every launcher sets the device first.
+// so every launcher sets the device first (cuda/cuda_helpers.cuh: launch_on).
 struct CudaLaunch {
   int device;
   void* stream;
 };
-void cuda_set_device(int device);  // throws std::runtime_error on failure
 
 // What the library was built with (fastspec.build_info()).
 struct CudaInfo {
