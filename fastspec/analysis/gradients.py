@@ -30,7 +30,7 @@ from torch import nn
 from fastspec.analysis._io import atomic_dir, plain, read_json, write_json
 from fastspec.analysis._progress import note
 from fastspec.analysis.hessian import Loss, _fit, _try_fit
-from fastspec.curvature.data import as_batches, pair
+from fastspec.batches import as_batches, pair
 from fastspec.curvature.mode import model_mode
 from fastspec.grads import (
     CovarianceSpectrum,

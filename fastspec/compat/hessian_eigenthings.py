@@ -43,7 +43,7 @@ from torch import nn
 
 from fastspec.compat._common import check_device, check_positive_int, check_tol, trainable_names
 from fastspec.curvature import HessianOperator
-from fastspec.curvature.data import as_batches
+from fastspec.batches import as_batches
 from fastspec.linalg import eigsh
 
 __all__ = ["compute_hessian_eigenthings"]

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fastspec.stats import ALTERNATIVES, PowerLaw
-from fastspec.stats._checks import as_float_vector
+from fastspec.stats.inputs import as_float_vector
 from fastspec.stats.alternatives import _vuong, fit_alternative, loglikelihoods
 
 __all__ = ["Alternative", "Fit", "Power_Law"]

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from fastspec._checks import check_bool, check_choice
+
 _STOCHASTIC = (
     nn.Dropout,
     nn.Dropout1d,
@@ -54,8 +56,8 @@ def mode_dependent_layers(model: nn.Module) -> list[str]:
 
 def check_mode(model: nn.Module, mode: str, allow_stochastic: bool) -> None:
     """Validate the policy before any computation (clear errors, one warning)."""
-    if mode not in ("eval", "train"):
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    check_choice("mode", mode, ("eval", "train"))
+    allow_stochastic = check_bool("allow_stochastic", allow_stochastic)
     if mode == "train" and not allow_stochastic:
         layers = stochastic_layers(model)
         if layers:

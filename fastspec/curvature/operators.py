@@ -46,7 +46,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fastspec.curvature.data import as_batches, batch_size, pair, to_device, truncate
+from fastspec._checks import check_bool, check_choice, check_int
+from fastspec.batches import as_batches, batch_size, pair, to_device, truncate
 from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.linalg import LinearOperator
@@ -94,8 +95,7 @@ class _ModelOperator(LinearOperator):
             raise TypeError("batch_loss must be a callable batch_loss(model, batch) -> scalar")
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        if max_samples is not None and int(max_samples) < 1:
-            raise ValueError(f"max_samples must be a positive integer, got {max_samples}")
+        max_samples = check_int("max_samples", max_samples, minimum=1, none_ok=True)
         check_mode(model, mode, allow_stochastic)
         self.model, self.loss_fn, self.batch_loss, self.mode = model, loss_fn, batch_loss, mode
         self.reduction = "mean" if batch_loss is not None else loss_reduction(loss_fn)
@@ -116,7 +116,7 @@ class _ModelOperator(LinearOperator):
         self.param_shapes = {n: tuple(t.shape) for n, t in self._theta.items()}
         P = sum(t.numel() for t in self._theta.values())
         self.shape = (P, P)
-        self.max_samples = None if max_samples is None else int(max_samples)
+        self.max_samples = max_samples
         self._batches = as_batches(data)
         counts = [n for _, n in self._raw_batches()]
         self.num_samples, self.num_batches = sum(counts), len(counts)
@@ -252,12 +252,9 @@ class _TwoMethods(_ModelOperator):
         cache_graph: bool | None,
         **kwargs: Any,
     ) -> None:
-        if method not in ("auto", *self.methods):
-            raise ValueError(
-                f"{self.OPTION} must be 'auto', 'double_backward' or {self.FORWARD!r}, got {method!r}"
-            )
-        if cache_graph not in (None, True, False):
-            raise TypeError(f"cache_graph must be None, True or False, got {cache_graph!r}")
+        check_choice(self.OPTION, method, ("auto", *self.methods))
+        if cache_graph is not None:
+            cache_graph = check_bool("cache_graph", cache_graph)
         if cache_graph and method == self.FORWARD:
             raise ValueError(
                 "cache_graph=True keeps reverse-mode graphs: use "

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fastspec._checks import check_bool, check_int
+from fastspec.batches import SampleBatches
 from fastspec.curvature.params import ParamSpec
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.problem import GradProblem
@@ -41,7 +43,7 @@ class GradientStore:
 
     Args:
         problem: the model, loss and selected parameters.
-        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` or one such pair.
+        data: the samples: :class:`fastspec.batches.SampleBatches`, or what it accepts.
         memory_budget: bytes above which a parameter's per-sample gradients are never
             materialised (the implicit form is kept).
 
@@ -52,10 +54,16 @@ class GradientStore:
     """
 
     def __init__(
-        self, problem: GradProblem, data: Any, *, memory_budget: int = DEFAULT_MEMORY_BUDGET
+        self,
+        problem: GradProblem,
+        data: SampleBatches | Any,
+        *,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
+        memory_budget = check_int("memory_budget", memory_budget, minimum=0)
         self.problem = problem
-        self.num_samples = problem.count(data)
+        data = SampleBatches(data)  # no work when already checked
+        self.num_samples = data.num_samples
         self.forms: dict[str, str] = {}
         self.chunks: list[dict[str, Feature]] = []
         for inputs, targets in problem.chunks(data):
@@ -161,10 +169,12 @@ def gradient_gram(
     Returns:
         [N, N] symmetric positive semi-definite, in ``dtype``.
     """
+    center = check_bool("center", center)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
-    return GradientStore(problem, data, memory_budget=memory_budget).gram(center=center)
+    samples = SampleBatches(data)
+    return GradientStore(problem, samples, memory_budget=memory_budget).gram(center=center)
 
 
 def _choose(f: Feature, num_samples: int, memory_budget: int) -> str:

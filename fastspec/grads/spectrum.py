@@ -24,6 +24,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
+from fastspec.batches import SampleBatches
 from fastspec.curvature.params import ParamSpec
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
@@ -36,7 +38,7 @@ EIGH_MAX_N = 6000  # "auto" beyond this N with k given: Lanczos (eigvalsh is O(N
 
 
 @dataclass(frozen=True, eq=False)
-class CovarianceSpectrum:
+class CovarianceSpectrum(AsDict):
     """Eigenvalues of the gradient covariance.
 
     Attributes:
@@ -57,17 +59,6 @@ class CovarianceSpectrum:
     noise_batch_size: int | None
     method: str
     residuals: torch.Tensor | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "eigenvalues": self.eigenvalues.tolist(),
-            "num_samples": self.num_samples,
-            "num_params": self.num_params,
-            "center": self.center,
-            "noise_batch_size": self.noise_batch_size,
-            "method": self.method,
-            "residuals": None if self.residuals is None else self.residuals.tolist(),
-        }
 
 
 def gradient_covariance_spectrum(
@@ -108,24 +99,24 @@ def gradient_covariance_spectrum(
     Returns:
         A :class:`CovarianceSpectrum`.
     """
-    if method not in ("auto", "gram", "lanczos"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'lanczos', got {method!r}")
-    if noise_batch_size is not None:
-        if isinstance(noise_batch_size, bool) or not isinstance(noise_batch_size, int):
-            raise TypeError(f"noise_batch_size must be an int, got {noise_batch_size!r}")
-        if noise_batch_size < 1:
-            raise ValueError(f"noise_batch_size must be >= 1, got {noise_batch_size}")
-        if not center:
-            raise ValueError(
-                "noise_batch_size gives the minibatch-noise covariance C/B, which is centred: "
-                "use center=True"
-            )
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    method = check_choice("method", method, ("auto", "gram", "lanczos"))
+    center = check_bool("center", center)
+    noise_batch_size = check_int("noise_batch_size", noise_batch_size, minimum=1, none_ok=True)
+    if noise_batch_size is not None and not center:
+        raise ValueError(
+            "noise_batch_size gives the minibatch-noise covariance C/B, which is centred: "
+            "use center=True"
+        )
+    k = check_int("k", k, minimum=1, none_ok=True)
+    gram_max_bytes = check_int("gram_max_bytes", gram_max_bytes, minimum=0)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=0)
+    tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    seed = check_int("seed", seed)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
-    N = problem.count(data)
+    samples = SampleBatches(data)
+    N = samples.num_samples
     rank = min(N, problem.num_params)
     if k is not None and k > rank:
         raise ValueError(f"k must be at most min(N, P) = {rank}, got {k}")
@@ -139,7 +130,7 @@ def gradient_covariance_spectrum(
             f"the {N} × {N} Gram matrix exceeds gram_max_bytes = {gram_max_bytes}: pass k and "
             "method='lanczos' (matrix-free), or raise gram_max_bytes"
         )
-    store = GradientStore(problem, data, memory_budget=memory_budget)
+    store = GradientStore(problem, samples, memory_budget=memory_budget)
     residuals = None
     if method == "gram":
         K = store.gram(center=center).double()

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from fastspec.stats import _continuous, _discrete
-from fastspec.stats._checks import check_int
+from fastspec._checks import AsDict, check_int
+from fastspec.stats import continuous as cont
+from fastspec.stats import discrete as disc
 
 if TYPE_CHECKING:
     from fastspec.stats.powerlaw import FitOptions, PowerLaw
@@ -39,7 +40,7 @@ __all__ = ["GofResult", "gof_pvalue"]
 
 
 @dataclass(frozen=True, eq=False)
-class GofResult:
+class GofResult(AsDict):
     """The bootstrap goodness-of-fit test.
 
     Attributes:
@@ -55,10 +56,7 @@ class GofResult:
     ks: float
     n_boot: int
     n_failed: int
-    ks_boot: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "ks": self.ks, "n_boot": self.n_boot, "n_failed": self.n_failed}
+    ks_boot: np.ndarray = field(repr=False, metadata={"serialize": False})
 
 
 def gof_pvalue(
@@ -101,9 +99,9 @@ def gof_pvalue(
         rng = np.random.default_rng(ss)
         nt = int(rng.binomial(n, p_tail))
         if fit.discrete:
-            tail = _discrete.sample(nt, fit.alpha, fit.xmin, rng)
+            tail = disc.sample(nt, fit.alpha, fit.xmin, rng)
         else:
-            tail = _continuous.sample(nt, fit.alpha, fit.xmin, rng)
+            tail = cont.sample(nt, fit.alpha, fit.xmin, rng)
         head = body[rng.integers(0, body.size, size=n - nt)] if n > nt else body[:0]
         return np.concatenate([head, tail])
 

@@ -43,9 +43,11 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import numpy as np
 import torch
 
+from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.ops.powerlaw_scan import powerlaw_scan
-from fastspec.stats import _continuous, _discrete
-from fastspec.stats._checks import as_float_vector, check_int, require_positive
+from fastspec.stats import continuous as cont
+from fastspec.stats import discrete as disc
+from fastspec.stats.inputs import as_float_vector, require_positive
 
 if TYPE_CHECKING:
     from fastspec.stats.alternatives import Comparison
@@ -70,7 +72,7 @@ class FitOptions:
 
 
 @dataclass(frozen=True, eq=False)
-class XminScan:
+class XminScan(AsDict):
     """The exponent and KS distance at every candidate cutoff (an exhaustive scan).
 
     Attributes:
@@ -85,17 +87,9 @@ class XminScan:
     ks: np.ndarray
     valid: np.ndarray
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {
-            "xmins": self.xmins.tolist(),
-            "alphas": self.alphas.tolist(),
-            "ks": self.ks.tolist(),
-            "valid": self.valid.tolist(),
-        }
-
 
 @dataclass(frozen=True, eq=False)
-class PowerLaw:
+class PowerLaw(AsDict):
     """A fitted power-law tail p(x) ~ x^-alpha for x >= xmin; build it with :meth:`PowerLaw.fit`.
 
     Attributes:
@@ -122,8 +116,10 @@ class PowerLaw:
     loglikelihood: float
     discrete: bool
     scan: XminScan | None = field(default=None, repr=False)
-    data: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    options: FitOptions | None = field(default=None, repr=False)
+    data: np.ndarray = field(
+        default_factory=lambda: np.empty(0), repr=False, metadata={"serialize": False}
+    )
+    options: FitOptions | None = field(default=None, repr=False, metadata={"serialize": False})
 
     @classmethod
     def fit(
@@ -156,20 +152,25 @@ class PowerLaw:
             The fit.
 
         Raises:
+            TypeError: an option of the wrong type.
             ValueError: on NaN/inf, non-positive data, non-integers with ``discrete``, too few
-                points or distinct values, a bad option, or no candidate with alpha in range.
+                points or distinct values, a bad option value, or no candidate with alpha in
+                range.
         """
+        discrete = check_bool("discrete", discrete)
         x = as_float_vector("data", data, min_size=2)
         require_positive("data", x)
         if discrete and not np.array_equal(x, np.round(x)):
             raise ValueError("data must hold integers when discrete=True")
         opts = FitOptions(
             xmin=_check_xmin(xmin, discrete),
-            discrete=bool(discrete),
+            discrete=discrete,
             xmin_candidates=_check_candidates(xmin_candidates),
             alpha_range=_check_alpha_range(alpha_range),
-            exhaustive=bool(exhaustive),
-            discrete_estimator=_check_estimator(discrete_estimator),
+            exhaustive=check_bool("exhaustive", exhaustive),
+            discrete_estimator=check_choice(  # type: ignore[arg-type]
+                "discrete_estimator", discrete_estimator, ("exact", "approx", "auto")
+            ),
         )
         return fit_sorted(np.sort(x), opts)
 
@@ -183,11 +184,11 @@ class PowerLaw:
         if self.discrete:
             on = (x >= self.xmin) & (x == np.floor(x))
             out[on] = np.exp(
-                -self.alpha * np.log(x[on]) - _discrete.log_zeta(self.alpha, self.xmin)
+                -self.alpha * np.log(x[on]) - disc.log_zeta(self.alpha, self.xmin)
             )
         else:
             on = x >= self.xmin
-            out[on] = np.exp(_continuous.log_pdf(x[on], self.alpha, self.xmin))
+            out[on] = np.exp(cont.log_pdf(x[on], self.alpha, self.xmin))
         return out
 
     def ccdf(self, x: Any) -> np.ndarray:
@@ -196,7 +197,7 @@ class PowerLaw:
         out = np.ones_like(x)
         on = x >= self.xmin
         if self.discrete:
-            out[on] = _discrete.ccdf_ge(np.floor(x[on]) + 1.0, self.alpha, self.xmin)
+            out[on] = disc.ccdf_ge(np.floor(x[on]) + 1.0, self.alpha, self.xmin)
         else:
             out[on] = np.exp((1.0 - self.alpha) * np.log(x[on] / self.xmin))
         return out
@@ -210,8 +211,8 @@ class PowerLaw:
         n = check_int("n", n, minimum=0)
         rng = np.random.default_rng(seed)
         if self.discrete:
-            return _discrete.sample(n, self.alpha, self.xmin, rng)
-        return _continuous.sample(n, self.alpha, self.xmin, rng)
+            return disc.sample(n, self.alpha, self.xmin, rng)
+        return cont.sample(n, self.alpha, self.xmin, rng)
 
     # -- tests -----------------------------------------------------------------------------
 
@@ -237,19 +238,6 @@ class PowerLaw:
         """The fitted tail, ``data >= xmin`` (ascending)."""
         return self.data[np.searchsorted(self.data, self.xmin, side="left") :]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "xmin": self.xmin,
-            "sigma": self.sigma,
-            "ks": self.ks,
-            "n_tail": self.n_tail,
-            "n": self.n,
-            "loglikelihood": self.loglikelihood,
-            "discrete": self.discrete,
-            "scan": None if self.scan is None else self.scan.to_dict(),
-        }
-
 
 # -- fitting (shared with the bootstrap) ------------------------------------------------------
 
@@ -272,12 +260,12 @@ def fit_sorted(x: np.ndarray, opts: FitOptions) -> PowerLaw:
         if not np.isfinite(alpha):
             raise ValueError(f"data: the tail above xmin={xmin:g} is too steep to fit")
         values, first = np.unique(tail, return_index=True)
-        ks = _discrete.ks_distance(values, first.astype(np.float64), n_tail, alpha, xmin)
-        loglik = _discrete.loglikelihood(tail, alpha, xmin)
+        ks = disc.ks_distance(values, first.astype(np.float64), n_tail, alpha, xmin)
+        loglik = disc.loglikelihood(tail, alpha, xmin)
     else:
-        alpha = _continuous.mle_alpha(tail, xmin)
-        ks = _continuous.ks_distance(tail, alpha, xmin)
-        loglik = _continuous.loglikelihood(tail, alpha, xmin)
+        alpha = cont.mle_alpha(tail, xmin)
+        ks = cont.ks_distance(tail, alpha, xmin)
+        loglik = cont.loglikelihood(tail, alpha, xmin)
     x.setflags(write=False)  # the fit keeps (a view of) its data
     return PowerLaw(
         alpha=alpha,
@@ -372,14 +360,14 @@ def _discrete_alpha(
     n: np.ndarray, sum_log: np.ndarray, q: np.ndarray, estimator: DiscreteEstimator
 ) -> np.ndarray:
     if estimator == "approx":
-        return _discrete.approx_alpha(n, sum_log, q)
+        return disc.approx_alpha(n, sum_log, q)
     if estimator == "exact":
-        return _discrete.exact_alpha(n, sum_log, q)
-    approx = _discrete.approx_alpha(n, sum_log, q)  # "auto": the powerlaw package's rule
+        return disc.exact_alpha(n, sum_log, q)
+    approx = disc.approx_alpha(n, sum_log, q)  # "auto": the powerlaw package's rule
     use = (q >= 10) & (approx > 1.5) & (approx <= 3.0)
     out = approx.copy()
     if (~use).any():
-        out[~use] = _discrete.exact_alpha(n[~use], sum_log[~use], q[~use])
+        out[~use] = disc.exact_alpha(n[~use], sum_log[~use], q[~use])
     return out
 
 
@@ -400,7 +388,7 @@ def _discrete_scan(
         a = alphas[c]
         if np.isfinite(a) and a > 1.0:
             below = (first[start[c] :] - cand[c]).astype(np.float64)
-            ks[c] = _discrete.ks_distance(values[start[c] :], below, int(nt[c]), a, q[c])
+            ks[c] = disc.ks_distance(values[start[c] :], below, int(nt[c]), a, q[c])
     return alphas, ks
 
 
@@ -417,14 +405,9 @@ def _check_fixed_tail(x: np.ndarray, start: int, xmin: float) -> None:
 
 
 def _check_xmin(xmin: Any, discrete: bool) -> float | None:
-    if xmin is None:
+    v = check_float("xmin", xmin, minimum=0.0, open_min=True, none_ok=True)
+    if v is None:
         return None
-    try:
-        v = float(xmin)
-    except (TypeError, ValueError):
-        raise ValueError(f"xmin must be a positive number or None, got {xmin!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"xmin must be positive and finite, got {xmin!r}")
     if discrete and v != math.floor(v):
         raise ValueError(f"xmin must be an integer when discrete=True, got {xmin!r}")
     return v
@@ -449,10 +432,3 @@ def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:
         raise ValueError(f"alpha_range must satisfy low < high, got {alpha_range!r}")
     return lo, hi
 
-
-def _check_estimator(estimator: Any) -> DiscreteEstimator:
-    if estimator not in ("exact", "approx", "auto"):
-        raise ValueError(
-            f"discrete_estimator must be 'exact', 'approx' or 'auto', got {estimator!r}"
-        )
-    return estimator

@@ -22,13 +22,14 @@ finds s_gap ~ s + 1).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fastspec.stats import _continuous
-from fastspec.stats._checks import KS_TABLE, as_float_vector, check_int, check_level
+from fastspec._checks import AsDict, check_int
+from fastspec.stats import continuous as cont
+from fastspec.stats.inputs import KS_TABLE, as_float_vector, check_level
 
 __all__ = ["SpectrumFit", "fit_eigengaps", "fit_spectrum", "ks_critical_value"]
 
@@ -53,7 +54,7 @@ def ks_critical_value(n: int, alpha: float = 0.05) -> float:
 
 
 @dataclass(frozen=True)
-class SpectrumFit:
+class SpectrumFit(AsDict):
     """The P1 power-law fit and KS test of the top-k values of a spectrum.
 
     Attributes:
@@ -84,9 +85,6 @@ class SpectrumFit:
     is_power_law: bool
     lsq_slope: float
     lsq_r2: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def fit_spectrum(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05) -> SpectrumFit:
@@ -148,10 +146,10 @@ def _fit_top(values: np.ndarray, k: int | None, level: float, *, what: str) -> S
         raise ValueError(f"k={k} exceeds the number of {name} ({values.size})")
     top = values[:k]
     xmin = float(top[-1])
-    beta = _continuous.mle_alpha(top, xmin)
+    beta = cont.mle_alpha(top, xmin)
     if not math.isfinite(beta):
         raise ValueError(f"{what}: the top k={k} values are all equal; no power law can be fitted")
-    ks = _continuous.ks_distance(top[::-1].copy(), beta, xmin)
+    ks = cont.ks_distance(top[::-1].copy(), beta, xmin)
     crit = KS_TABLE[level] / math.sqrt(k)
     slope, r2 = _loglog_lsq(top)
     return SpectrumFit(

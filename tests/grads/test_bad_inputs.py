@@ -70,7 +70,7 @@ def test_bad_arguments() -> None:
         gradient_gram(model, loss, (x, y), mode="test")
     with pytest.raises(ValueError, match="k must be at most min"):
         gradient_covariance_spectrum(model, loss, (x, y), k=10)
-    with pytest.raises(ValueError, match="k must be a positive"):
+    with pytest.raises(ValueError, match="k must be >= 1"):
         gradient_covariance_spectrum(model, loss, (x, y), k=0)
     with pytest.raises(ValueError, match="method must be"):
         gradient_covariance_spectrum(model, loss, (x, y), method="arpack")
