@@ -46,18 +46,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fastspec._checks import check_bool
 from fastspec.stats import ALTERNATIVES, PowerLaw
 from fastspec.stats.inputs import as_float_vector
-from fastspec.stats.alternatives import _vuong, fit_alternative, loglikelihoods
+from fastspec.stats.alternatives import PARAMETERS, fit_alternative, loglikelihoods, vuong
 
 __all__ = ["Alternative", "Fit", "Power_Law"]
-
-_PARAMETER_NAMES = {
-    "lognormal": ("mu", "sigma"),
-    "exponential": ("Lambda",),
-    "stretched_exponential": ("Lambda", "beta"),
-    "truncated_power_law": ("alpha", "Lambda"),
-}
 
 
 class Power_Law:  # the original name
@@ -132,7 +126,7 @@ class Alternative:
         self.theta = fit_alternative(
             self.data, self.xmin, name, discrete=self.discrete, power_law=power_law
         )
-        self.parameters = dict(zip(_PARAMETER_NAMES[name], (float(v) for v in self.theta)))
+        self.parameters = dict(zip(PARAMETERS[name], (float(v) for v in self.theta)))
         for i, (key, value) in enumerate(self.parameters.items(), start=1):
             setattr(self, key, value)
             setattr(self, f"parameter{i}", value)
@@ -204,10 +198,8 @@ class Fit:
             parameter_constraints=parameter_constraints, xmin_distance=xmin_distance,
             xmin_distribution=xmin_distribution,
         )  # fmt: skip
-        if estimate_discrete not in (None, True, False):
-            raise TypeError(
-                f"estimate_discrete must be None, True or False, got {estimate_discrete!r}"
-            )
+        if estimate_discrete is not None:
+            estimate_discrete = check_bool("estimate_discrete", estimate_discrete)
         x = as_float_vector("data", data, min_size=2)
         if (x <= 0).any():
             warnings.warn(
@@ -217,7 +209,7 @@ class Fit:
             )
             x = x[x > 0]
         self.data_original = data
-        self.discrete = bool(discrete)
+        self.discrete = check_bool("discrete", discrete)
         self.xmax = None
         self.xmin_distance = "D"
         self.fit_method = "likelihood"
@@ -299,7 +291,7 @@ class Fit:
         d1, d2 = self.distribution(dist1), self.distribution(dist2)
         if nested is None:
             nested = dist1 in dist2 or dist2 in dist1
-        r, r_norm, p = _vuong(d1.loglikelihoods(), d2.loglikelihoods(), nested=bool(nested))
+        r, r_norm, p = vuong(d1.loglikelihoods(), d2.loglikelihoods(), nested=bool(nested))
         return (r_norm if normalized_ratio else r), p
 
     def loglikelihood_ratio(

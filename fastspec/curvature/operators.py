@@ -47,7 +47,15 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastspec._checks import check_bool, check_choice, check_int
-from fastspec.batches import as_batches, batch_size, pair, to_device, truncate
+from fastspec.batches import (
+    as_batches,
+    batch_size,
+    check_finite,
+    loss_error,
+    pair,
+    to_device,
+    truncate,
+)
 from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.linalg import LinearOperator
@@ -118,7 +126,10 @@ class _ModelOperator(LinearOperator):
         self.shape = (P, P)
         self.max_samples = max_samples
         self._batches = as_batches(data)
-        counts = [n for _, n in self._raw_batches()]
+        counts = []
+        for batch, n in self._raw_batches():  # one pass: count, and refuse NaN/inf early
+            check_finite(batch)
+            counts.append(n)
         self.num_samples, self.num_batches = sum(counts), len(counts)
         if self.num_samples == 0:
             raise ValueError("data is empty: it yielded no samples")
@@ -291,6 +302,7 @@ class _TwoMethods(_ModelOperator):
         try:
             return self._product(self.method, index, batch, n, V)
         except (RuntimeError, NotImplementedError) as exc:
+            self._raise_if_data_error(batch, n, exc)
             other = next(m for m in self.methods if m != self.method)
             raise RuntimeError(
                 f"{self.OPTION}={self.method!r} failed for this model: {exc}. A layer may "
@@ -313,6 +325,7 @@ class _TwoMethods(_ModelOperator):
             except (RuntimeError, NotImplementedError) as exc:
                 errors[method] = str(exc)
         if not results:
+            self._raise_if_data_error(batch, n, None)
             raise RuntimeError(
                 f"no {self.PRODUCT} works for this model (a layer lacks both double-backward "
                 f"and forward-mode support): {errors}"
@@ -321,6 +334,12 @@ class _TwoMethods(_ModelOperator):
         if self.method != "double_backward":
             self._graphs, self.graph_cached = [], False
         return results[self.method]
+
+    def _raise_if_data_error(self, batch: Any, n: int, exc: BaseException | None) -> None:
+        """A clear error when the loss fails on the batch even without derivatives."""
+        error = loss_error(lambda: self._batch_loss(self._theta, batch, n), batch)
+        if error is not None:
+            raise error from exc
 
     def _product(self, method: str, index: int, batch: Any, n: int, V: Params) -> Params:
         if method == self.FORWARD:
