@@ -9,6 +9,7 @@ keeps its numbers; :meth:`SpectrumTracker.correlations` gives scipy's Pearson r.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -17,10 +18,17 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fastspec.analysis._io import atomic_dir, plain, write_json
+from fastspec._checks import check_int, to_plain
+from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.curvature.params import select_parameters
 
 __all__ = ["SpectrumTracker"]
+
+#: what ``**options`` may hold: analyze_hessian's keywords but those the tracker sets itself
+OPTIONS = frozenset(inspect.signature(analyze_hessian).parameters) - {
+    "model", "loss_fn", "data", "k", "density_probes", "density_steps", "extra",
+}  # fmt: skip
 
 #: the spectral columns every row has
 SPECTRAL = ("lambda_max", "trace", "trace_se", "s", "beta", "ks", "ks_critical", "is_power_law")
@@ -48,8 +56,21 @@ class SpectrumTracker:
     def __init__(self, model: nn.Module, loss_fn: Any, data: Any, *, k: int = 100, **options: Any):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if "density_probes" in options:
+        if "density_probes" in options or "density_steps" in options:
             raise ValueError("SpectrumTracker computes no density; drop density_probes")
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"SpectrumTracker got unknown option(s) {unknown}; it accepts {sorted(OPTIONS)}"
+            )
+        k = check_int("k", k, minimum=2)
+        P = sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if n in set(select_parameters(model, options.get("params")))
+        )
+        if k >= P:
+            raise ValueError(f"k must satisfy 2 <= k < P = {P} (the number of parameters), got {k}")
         self.model, self.loss_fn, self.data, self.k = model, loss_fn, data, k
         self.options = options
         self.rows: list[dict[str, Any]] = []
@@ -64,6 +85,14 @@ class SpectrumTracker:
         Returns:
             The checkpoint's :class:`HessianReport`.
         """
+        step = check_int("step", step)
+        for name, value in metrics.items():
+            if name in SPECTRAL or name in ("step", "num_converged", "matvecs", "seconds"):
+                raise ValueError(f"metric name {name!r} clashes with a tracked column")
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"metric {name} must be a real number, got {value!r}") from None
         options = {"label": f"step {step}", **self.options}
         report = analyze_hessian(
             self.model, self.loss_fn, self.data, k=self.k, density_probes=None, **options
@@ -83,10 +112,7 @@ class SpectrumTracker:
             "matvecs": sum(report.matvecs.values()),
             "seconds": report.timings["total"],
         }
-        for name, value in metrics.items():
-            if name in row:
-                raise ValueError(f"metric name {name!r} clashes with a tracked column")
-            row[name] = float(value)
+        row.update({name: float(value) for name, value in metrics.items()})
         self.rows.append(row)
         return report
 
@@ -125,7 +151,7 @@ class SpectrumTracker:
 
     def to_dict(self) -> dict[str, Any]:
         """Rows, settings and the correlations with every metric."""
-        return plain(
+        return to_plain(
             {
                 "kind": "tracker",
                 "k": self.k,

@@ -107,7 +107,7 @@ def test_no_trace_no_density(problem: tuple) -> None:
 
 @pytest.mark.parametrize(
     ("k", "error", "match"),
-    [(1, ValueError, "k must satisfy"), (75, ValueError, "k must satisfy"),
+    [(1, ValueError, "k must be >= 2"), (75, ValueError, "k must satisfy"),
      (2.5, TypeError, "k must be an int"), (True, TypeError, "k must be an int")],
 )  # fmt: skip
 def test_bad_k(problem: tuple, k: object, error: type, match: str) -> None:
