@@ -14,7 +14,13 @@ from __future__ import annotations
 from fastspec.stats.alternatives import ALTERNATIVES, Comparison, compare
 from fastspec.stats.bootstrap import GofResult, gof_pvalue
 from fastspec.stats.powerlaw import PowerLaw, XminScan
-from fastspec.stats.spectrum import SpectrumFit, fit_eigengaps, fit_spectrum, ks_critical_value
+from fastspec.stats.spectrum import (
+    SpectrumFit,
+    fit_eigengaps,
+    fit_spectrum,
+    ks_critical_value,
+    min_k,
+)
 from fastspec.stats.tails import TailTests, hill_estimator, tail_tests
 
 __all__ = [
@@ -31,5 +37,6 @@ __all__ = [
     "gof_pvalue",
     "hill_estimator",
     "ks_critical_value",
+    "min_k",
     "tail_tests",
 ]
