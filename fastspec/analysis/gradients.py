@@ -32,7 +32,6 @@ from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis._progress import note
 from fastspec.analysis.hessian import Loss, fit_from_dict, load_report, try_fit
 from fastspec.batches import SampleBatches
-from fastspec.curvature.mode import model_mode
 from fastspec.grads import (
     CovarianceSpectrum,
     GradientRecorder,
@@ -41,6 +40,7 @@ from fastspec.grads import (
     iteration_wise_test,
     noise_test,
 )
+from fastspec.mode import model_mode
 from fastspec.stats import SpectrumFit, TailTests, fit_spectrum
 from fastspec.stats.inputs import check_level
 

@@ -56,9 +56,9 @@ from fastspec.batches import (
     to_device,
     truncate,
 )
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.linalg import LinearOperator
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["EmpiricalFisherOperator", "GGNOperator", "HessianOperator"]
 
@@ -227,7 +227,7 @@ def _differentiable_kernels() -> Iterator[None]:
     path: the same functions with every derivative (flash attention on CPU has neither double
     backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
     forward-mode AD). Both are process-wide flags: products switch them inside
-    :func:`~fastspec.curvature.mode.model_mode`, which runs passes one at a time."""
+    :func:`~fastspec.mode.model_mode`, which runs passes one at a time."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

@@ -28,10 +28,10 @@ from torch import nn
 
 from fastspec._checks import check_bool, check_int
 from fastspec.batches import SampleBatches
-from fastspec.curvature.params import ParamSpec
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import LinearOperator
+from fastspec.params import ParamSpec
 
 __all__ = ["GradientStore", "GramOperator", "gradient_gram"]
 

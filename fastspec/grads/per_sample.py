@@ -13,8 +13,8 @@ from torch import nn
 
 from fastspec._checks import check_bool
 from fastspec.batches import SampleBatches
-from fastspec.curvature.params import ParamSpec
 from fastspec.grads.problem import GradProblem
+from fastspec.params import ParamSpec
 
 __all__ = ["per_sample_gradients"]
 

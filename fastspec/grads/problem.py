@@ -33,12 +33,12 @@ from torch.func import functional_call
 
 from fastspec._checks import check_int
 from fastspec.batches import SampleBatches, loss_error, slice_samples
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.grads.fallback import FallbackWarning, fallback_gradients
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.hooks import record_calls, sample_losses
 from fastspec.grads.layers import Call, rule_for
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["GradProblem", "GradientPlan", "gradient_plan"]
 
@@ -126,7 +126,7 @@ class GradProblem:
         model: any ``nn.Module``.
         loss_fn: ``loss(outputs, targets)``; per-sample terms are its values on one-sample
             batches.
-        params: parameter selection (see :func:`fastspec.curvature.params.select_parameters`).
+        params: parameter selection (see :func:`fastspec.params.select_parameters`).
         mode: ``"eval"`` (default) or ``"train"`` (refused with BatchNorm or stochastic layers).
         dtype: compute dtype (default: the parameters'); float32 or float64.
         chunk_size: samples per forward/backward pass (default 512, fewer when fallback

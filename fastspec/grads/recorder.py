@@ -22,9 +22,9 @@ from torch.func import functional_call
 
 from fastspec._checks import check_int
 from fastspec.batches import SampleBatches, to_device
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
 from fastspec.grads.hooks import sample_losses
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["GradientRecorder"]
 

@@ -26,10 +26,10 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.batches import SampleBatches
-from fastspec.curvature.params import ParamSpec
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import DenseOperator, eigsh
+from fastspec.params import ParamSpec
 
 __all__ = ["CovarianceSpectrum", "gradient_covariance_spectrum"]
 

@@ -416,7 +416,7 @@ def _check_xmin(xmin: Any, discrete: bool) -> float | None:
 def _check_candidates(spec: Any) -> int | tuple[float, ...] | None:
     if spec is None:
         return None
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+    if np.ndim(spec) == 0:  # a number of log-spaced cutoffs
         return check_int("xmin_candidates", spec, minimum=1)
     arr = as_float_vector("xmin_candidates", spec, min_size=1)
     require_positive("xmin_candidates", arr)

@@ -1,4 +1,4 @@
-"""The BatchNorm/dropout policy of the curvature operators.
+"""The BatchNorm/dropout policy of the curvature operators and per-sample gradients.
 
 ``mode="eval"`` (the default) evaluates the model as in ``model.eval()``: BatchNorm uses its
 running statistics and dropout is off, so the loss is a deterministic function of the parameters
