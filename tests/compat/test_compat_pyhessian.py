@@ -233,3 +233,15 @@ def test_every_tol_pyhessian_accepts_is_accepted(problem: dict[str, Any], tol: f
     vals, _ = ours.eigenvalues(tol=tol, top_n=2)
     exact = problem["lm"][:2].numpy()
     np.testing.assert_allclose(vals, exact, rtol=max(min(tol, 0.5), 1e-10) * 10)
+
+
+def test_nan_data_is_one_clear_error(problem: dict[str, Any]) -> None:
+    """trace() on NaN data used to return NaNs while eigenvalues() raised: now the front door
+    refuses the data itself, for data= and dataloader= alike."""
+    model, x, y = problem["model"], problem["x"], problem["y"]
+    x = x.clone()
+    x[0, 0] = math.nan
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        hessian(model, LOSS, data=(x, y), cuda=False)
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        hessian(model, LOSS, dataloader=[(x[:25], y[:25]), (x[25:], y[25:])], cuda=False)
