@@ -1,8 +1,8 @@
 """P2's analysis of stochastic-gradient structure in one call: :func:`analyze_gradients` →
 :class:`GradientReport`.
 
-Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023 (methods.md §3,
-a reconstruction: P2's exact protocol could not be read): the covariance spectrum of per-sample
+Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023 (a
+reconstruction: P2's exact protocol could not be read): the covariance spectrum of per-sample
 gradients and of the minibatch noise (C/B) with P1's power-law fit and KS decision, and the
 dimension-wise, iteration-wise and noise tail tests (power law vs Gaussian).
 

@@ -1,7 +1,7 @@
 """P1's Hessian-spectrum analysis in one call: :func:`analyze_hessian` → :class:`HessianReport`.
 
 Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011
-(2022) (methods.md §1): the top K eigenvalues of the full-training-loss Hessian, the power-law
+(2022): the top K eigenvalues of the full-training-loss Hessian, the power-law
 fit with the cutoff at λ_K and its KS decision, the same for the eigengaps, λ_1, Tr(H) and the
 spectral density.
 

@@ -1,6 +1,6 @@
 """Spectral summaries at training checkpoints: :class:`SpectrumTracker`.
 
-P1 (Xie et al., arXiv:2201.13011; methods.md §1) tracks λ_1, Tr(H), the power-law slope ŝ and
+P1 (Xie et al., arXiv:2201.13011) tracks λ_1, Tr(H), the power-law slope ŝ and
 the KS distance d_ks over training and correlates them with the test loss / error (Pearson r up
 to 0.98 between d_ks and test loss). Each :meth:`SpectrumTracker.record` runs
 :func:`~fastspec.analysis.analyze_hessian` (no density) at the model's current parameters and

@@ -16,8 +16,7 @@ forward-over-reverse (``"forward_over_reverse"``: ``vmap(jvp(grad))``). ``hvp="a
 product of each on the first block and keeps the faster (the choice is in ``method``). When
 the gradient graphs of all batches fit in memory (``cache_graph``), reverse-over-reverse keeps
 them: every later product is one backward pass through a stored graph, with no forward pass and
-no first backward (digits MLP, 301k parameters: 1.96 gradients per vector, against 3.13 with the
-graph rebuilt for a single vector and 3.45 forward-over-reverse).
+no first backward (costs: ``benchmarks/results/hessian_vs_peers.md``, "Kept gradient graphs").
 
 The GGN and empirical-Fisher operators have the same two choices (``jvp=``) for ``J v``: reverse
 mode through the kept graphs of the output and of ``Jᵀ u`` (the double-backward trick), or
@@ -351,7 +350,7 @@ class _TwoMethods(_ModelOperator):
         if index < len(self._graphs):
             return self._graphs[index]
         if self.graph_cached is None:  # decide once, from the first batch's saved tensors
-            probe = _saved_bytes(lambda: self._new_graph(batch, n)) + _nbytes(self._theta)
+            probe = saved_bytes(lambda: self._new_graph(batch, n)) + nbytes(self._theta)
             self.graph_cached = probe * self.num_samples / n <= GRAPH_CACHE_BYTES
         graph = self._new_graph(batch, n)
         if self.graph_cached and index == len(self._graphs):
@@ -362,7 +361,7 @@ class _TwoMethods(_ModelOperator):
 GRAPH_CACHE_BYTES = 2 * 2**30
 
 
-def _saved_bytes(build: Callable[[], Any]) -> int:
+def saved_bytes(build: Callable[[], Any]) -> int:
     """Bytes of the tensors autograd saves while ``build()`` runs (a probe, then freed)."""
     storages: dict[int, int] = {}
 
@@ -376,7 +375,7 @@ def _saved_bytes(build: Callable[[], Any]) -> int:
     return sum(storages.values())
 
 
-def _nbytes(tensors: Params) -> int:
+def nbytes(tensors: Params) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
@@ -442,11 +441,11 @@ class HessianOperator(_TwoMethods):
         # contiguous tangents: vmap's batching rules copy strided ones in every op
         return vmap(one)({k: v.contiguous() for k, v in V.items()})
 
-    def _new_graph(self, batch: Any, n: int) -> _GradientGraph:
-        return _GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
+    def _new_graph(self, batch: Any, n: int) -> GradientGraph:
+        return GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
 
 
-class _GradientGraph:
+class GradientGraph:
     """The gradient of one batch's loss, built with ``create_graph``: each Hessian-vector
     product is one backward pass through it (reverse-over-reverse)."""
 
@@ -470,7 +469,7 @@ class _GradientGraph:
             return out
         B = next(iter(V.values())).shape[0]
         leaves = list(self.leaves.values())
-        for b in range(B):  # one vector at a time: faster than is_grads_batched here (measured)
+        for b in range(B):  # one vector at a time: see hessian_vs_peers.md, "Kept gradient graphs"
             hv = torch.autograd.grad(
                 [g for _, g in self.live], leaves,
                 grad_outputs=[V[name][b] for name, _ in self.live],
@@ -606,7 +605,7 @@ class GGNOperator(_OutputCurvature):
     or ``"forward"``: how ``J v`` is taken, see :class:`_OutputCurvature`; the choice is in
     ``method``) in place of ``hvp``, and no ``batch_loss``: the loss must be a function of the
     model's output tensor and the targets. ``cache_graph`` keeps the graphs of the output and of
-    ``Jᵀ u`` (digits MLP, block of 2: 35 ms per vector, against 53 ms in forward mode).
+    ``Jᵀ u`` (costs: ``benchmarks/results/fisher_vs_curvlinops.md``, "Kept output graphs").
     """
 
     def _output_curvature(

@@ -15,8 +15,7 @@ N·Σ_layers T·(D_in + D_out) for implicit weights, N·p for materialised ones)
 assembled block by block over chunk pairs, and :class:`GramOperator` applies K (or K_c) without
 forming it, for the Lanczos path of :func:`fastspec.grads.gradient_covariance_spectrum`.
 
-Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023
-(methods.md §3).
+Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
 """
 
 from __future__ import annotations

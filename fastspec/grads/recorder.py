@@ -1,6 +1,6 @@
 """Record stochastic gradients during training, for P2's iteration-wise, noise and
 dimension-wise tests (Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS
-2023; methods.md §3, a reconstruction).
+2023; a reconstruction).
 
 A :class:`GradientRecorder` keeps a bounded, seeded sample of C coordinates of the flattened
 selected parameters. At every :meth:`~GradientRecorder.record` (after ``loss.backward()``) it

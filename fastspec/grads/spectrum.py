@@ -4,7 +4,7 @@ At fixed θ, with per-sample gradients g_i (i = 1..N), the second moment is
 M = (1/N) Σ g_i g_iᵀ and the covariance C = M − ḡḡᵀ; the minibatch-noise covariance of a batch of
 B samples drawn with replacement is C/B. The nonzero eigenvalues of C (of M) are those of the
 centred (uncentred) Gram matrix (1/N)(G − 1ḡᵀ)(G − 1ḡᵀ)ᵀ ((1/N) G Gᵀ), so they are computed from
-an N × N matrix, never from a P × P one (methods.md §3, a reconstruction of P2's analysis).
+an N × N matrix, never from a P × P one (a reconstruction of P2's analysis).
 
 Two methods: ``"gram"`` assembles the Gram matrix chunk pair by chunk pair and takes every
 eigenvalue with ``torch.linalg.eigvalsh`` in float64 (O(N³)); ``"lanczos"`` finds the top ``k``

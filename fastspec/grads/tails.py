@@ -6,7 +6,7 @@ returns its :class:`~fastspec.stats.TailTests` (fractions passing the power-law 
 tests, with the per-sample statistics).
 
 Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023
-(methods.md §3, a reconstruction: P2's exact protocol could not be read).
+(a reconstruction: P2's exact protocol could not be read).
 """
 
 from __future__ import annotations

@@ -74,9 +74,8 @@ def gof_pvalue(
         seed: seed of the replicates (an int or a ``numpy.random.SeedSequence``); None draws
             fresh entropy.
         workers: threads generating and refitting replicates concurrently on the per-replicate
-            path (the native scan releases the GIL). On the 2-core development machine 2 threads
-            are as fast as 1 when it is idle and several times faster when other processes
-            compete for the cores (the scan's OpenMP team then waits less). The batched path
+            path (the native scan releases the GIL; the default 2:
+            ``benchmarks/results/stats_vs_powerlaw.md``, "Bootstrap workers"). The batched path
             (continuous data, default candidates) parallelises over replicates with OpenMP and
             draws with ``workers`` threads. The result does not depend on it.
 
@@ -105,17 +104,17 @@ def gof_pvalue(
         head = body[rng.integers(0, body.size, size=n - nt)] if n > nt else body[:0]
         return np.concatenate([head, tail])
 
-    if _batchable(opts):
-        ks_boot = _ks_boot_batched(draw, seeds, opts.alpha_range, workers)
+    if batchable(opts):
+        ks_boot = ks_boot_batched(draw, seeds, opts.alpha_range, workers)
     else:
-        ks_boot = _ks_boot_per_replicate(draw, seeds, opts, workers)
+        ks_boot = ks_boot_per_replicate(draw, seeds, opts, workers)
     ok = np.isfinite(ks_boot)
     n_ok = int(ok.sum())
     p = float(np.mean(ks_boot[ok] >= fit.ks)) if n_ok else math.nan
     return GofResult(p=p, ks=fit.ks, n_boot=n_boot, n_failed=n_boot - n_ok, ks_boot=ks_boot)
 
 
-def _batchable(opts: FitOptions) -> bool:
+def batchable(opts: FitOptions) -> bool:
     """Whether a replicate refit is what :func:`fastspec.ops.powerlaw_scan_batch` computes: a
     continuous pruned xmin scan over the default candidates."""
     return (
@@ -126,7 +125,7 @@ def _batchable(opts: FitOptions) -> bool:
     )
 
 
-def _ks_boot_per_replicate(
+def ks_boot_per_replicate(
     draw: Callable[[np.random.SeedSequence], np.ndarray],
     seeds: list[np.random.SeedSequence],
     opts: FitOptions,
@@ -144,7 +143,7 @@ def _ks_boot_per_replicate(
         return np.array(list(pool.map(replicate, seeds)))
 
 
-def _ks_boot_batched(
+def ks_boot_batched(
     draw: Callable[[np.random.SeedSequence], np.ndarray],
     seeds: list[np.random.SeedSequence],
     alpha_range: tuple[float, float],

@@ -81,9 +81,9 @@ def test_auto_caches_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> 
         return op._theta
 
     probe = HessianOperator(model, loss, data)
-    per_batch = operators._saved_bytes(
-        lambda: operators._GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
-    ) + operators._nbytes(theta(probe))
+    per_batch = operators.saved_bytes(
+        lambda: operators.GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
+    ) + operators.nbytes(theta(probe))
     assert per_batch >= x[:8].numel() * 8  # at least the first layer's saved input
     v = torch.randn(probe.shape[0], 2, dtype=torch.float64)
     oracle = dense_hessian(model, loss, x, y) @ v

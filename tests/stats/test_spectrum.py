@@ -1,4 +1,4 @@
-"""fastspec.stats.fit_spectrum / fit_eigengaps / ks_critical_value: P1's method (methods.md sec. 1)
+"""fastspec.stats.fit_spectrum / fit_eigengaps / ks_critical_value: P1's method
 against its calibration values, a plain numpy loop, scipy and the powerlaw package."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastspec.cli import main
 from fastspec.stats import fit_eigengaps, fit_spectrum, ks_critical_value, min_k
 from fastspec.stats.spectrum import sup_ks_distance
 
-# -- calibration (methods.md sec. 1: exact rank law lambda_k = k^-s, K = 1000) ----------------
+# -- calibration (exact rank law lambda_k = k^-s, K = 1000) ----------------
 
 
 def test_calibration_s1() -> None:
@@ -34,7 +34,7 @@ def test_calibration_s1() -> None:
 def test_calibration_other_slopes(s: float, beta: float) -> None:
     f = fit_spectrum(rank_law(1000, s))
     assert round(f.beta, 4) == beta
-    # the MLE of s is biased low by about log(2 pi K) / (2K) relative (methods.md)
+    # the MLE of s is biased low by about log(2 pi K) / (2K) relative
     assert f.s / s - 1 == pytest.approx(-math.log(2 * math.pi * 1000) / 2000, abs=1e-3)
 
 
@@ -64,7 +64,7 @@ def test_matches_numpy_loop(k: int) -> None:
     assert f.beta == pytest.approx(beta, rel=1e-12)
     assert f.beta_se == pytest.approx((beta - 1) / math.sqrt(k), rel=1e-12)
     assert f.s == pytest.approx(1 / (beta - 1), rel=1e-12)
-    # methods.md: empirical CDF (i - 1)/K at the i-th smallest value
+    # P1: empirical CDF (i - 1)/K at the i-th smallest value
     d = max(abs(1 - (v / xmin) ** (1 - beta) - i / k) for i, v in enumerate(reversed(top)))
     assert f.ks == pytest.approx(d, rel=1e-10)
     assert f.ks == pytest.approx(ks_loop(np.array(top), lambda v: 1 - (v / xmin) ** (1 - beta)))
@@ -149,7 +149,7 @@ def test_eigengap_slope_of_a_rank_law_is_s_plus_one() -> None:
 
 def _fitted_ks(values: np.ndarray) -> float:
     """d_ks of ``values`` fitted by their own MLE with xmin at the smallest (the oracle: the
-    formulas of methods.md sec. 1 written out, not fastspec's)."""
+    formulas of P1 written out, not fastspec's)."""
     x = np.sort(values)
     beta = 1.0 + x.size / np.sum(np.log(x / x[0]))
     emp = np.searchsorted(x, x, side="left") / x.size
