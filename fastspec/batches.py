@@ -183,8 +183,10 @@ def slice_samples(inputs: Any, lo: int, hi: int) -> Any:
 
 
 class SampleBatches:
-    """``data`` of ``(inputs, targets)`` pairs, checked (samples first, equal counts, finite)
-    and counted once; iterate it again for the pairs, or :meth:`chunks` of them.
+    """``data`` of ``(inputs, targets)`` pairs, checked and counted once.
+
+    ``data`` of ``(inputs, targets)`` pairs, checked (samples first, equal counts, finite) and
+    counted once; iterate it again for the pairs, or :meth:`chunks` of them.
 
     Args:
         data: a ``DataLoader``, a re-iterable of ``(inputs, targets)`` batches or one pair.
@@ -220,8 +222,11 @@ class SampleBatches:
     def chunks(
         self, size: int, device: torch.device, dtype: torch.dtype
     ) -> Iterator[tuple[Any, torch.Tensor]]:
-        """``(inputs, targets)`` chunks of at most ``size`` samples, on ``device``, floating
-        tensors in ``dtype``."""
+        """``(inputs, targets)`` chunks of at most ``size`` samples on ``device``.
+
+        ``(inputs, targets)`` chunks of at most ``size`` samples, on ``device``, floating tensors in
+        ``dtype``.
+        """
         for inputs, targets in self:
             inputs, targets = to_device((inputs, targets), device, dtype)
             n = int(targets.shape[0])

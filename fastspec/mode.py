@@ -89,8 +89,10 @@ MODEL_LOCK = threading.RLock()
 
 @contextmanager
 def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards; holds
-    :data:`MODEL_LOCK` meanwhile."""
+    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards.
+
+    holds :data:`MODEL_LOCK` meanwhile.
+    """
     with MODEL_LOCK:
         flags = [(m, m.training) for m in model.modules()]
         try:

@@ -1,5 +1,7 @@
-"""Which parameters the curvature operators and per-sample gradients differentiate: all, names, a
-regex or a predicate (shared by :mod:`fastspec.curvature` and :mod:`fastspec.grads`)."""
+"""Which parameters the curvature operators and per-sample gradients differentiate.
+
+all, names, a regex or a predicate (shared by :mod:`fastspec.curvature` and :mod:`fastspec.grads`).
+"""
 
 from __future__ import annotations
 
@@ -75,4 +77,3 @@ def select_parameters(model: nn.Module, params: ParamSpec) -> list[str]:
             "set requires_grad=True or leave them out"
         )
     return names
-

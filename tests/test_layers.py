@@ -75,7 +75,9 @@ def module_name(path: pathlib.Path) -> str:
 def imports(path: pathlib.Path) -> list[tuple[str, list[str]]]:
     """(module, imported names) of every import in the file, nested ones included."""
     found: list[tuple[str, list[str]]] = []
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.extend((a.name, []) for a in node.names)
@@ -99,7 +101,9 @@ def test_imports_flow_one_way(path: pathlib.Path) -> None:
     mine = unit(me)
     assert mine in RANKS, f"{me}: add its unit to RANKS"
     for module, names in imports(path):
-        targets = [module] if module != "fastspec" or not names else [f"fastspec.{n}" for n in names]
+        targets = (
+            [module] if module != "fastspec" or not names else [f"fastspec.{n}" for n in names]
+        )
         for target in targets:
             other = unit(target)
             if other not in RANKS:  # e.g. ``from fastspec import __version__``
@@ -168,10 +172,14 @@ def entry_points(c: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
         "stats.PowerLaw.fit(xmin_candidates)": lambda v: PowerLaw.fit(ev, xmin_candidates=v),
         "linalg.eigsh(k)": lambda v: eigsh(A, v),
         "linalg.slq(num_probes)": lambda v: slq(A, num_probes=v, num_steps=4),
-        "curvature.HessianOperator(max_samples)": lambda v: HessianOperator(m, loss, d, max_samples=v),
-        "grads.gradient_covariance_spectrum(k)": lambda v: gradient_covariance_spectrum(m, loss, d, k=v),
-        "grads.gradient_covariance_spectrum(noise_batch_size)": lambda v: gradient_covariance_spectrum(
-            m, loss, d, noise_batch_size=v
+        "curvature.HessianOperator(max_samples)": lambda v: HessianOperator(
+            m, loss, d, max_samples=v
+        ),
+        "grads.gradient_covariance_spectrum(k)": lambda v: gradient_covariance_spectrum(
+            m, loss, d, k=v
+        ),
+        "grads.gradient_covariance_spectrum(noise_batch_size)": lambda v: (
+            gradient_covariance_spectrum(m, loss, d, noise_batch_size=v)
         ),
         "grads.gradient_gram(chunk_size)": lambda v: gradient_gram(m, loss, d, chunk_size=v),
         "grads.GradientRecorder(num_coordinates)": lambda v: GradientRecorder(m, num_coordinates=v),
@@ -180,14 +188,14 @@ def entry_points(c: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
             m, loss, d, k=v, noise_batch_size=None, num_steps=0
         ),
         "analysis.SpectrumTracker(k)": lambda v: SpectrumTracker(m, loss, d, k=v),
-        "compat.pyhessian.eigenvalues(top_n)": lambda v: hessian(m, loss, data=d, cuda=False).eigenvalues(
-            top_n=v
-        ),
+        "compat.pyhessian.eigenvalues(top_n)": lambda v: hessian(
+            m, loss, data=d, cuda=False
+        ).eigenvalues(top_n=v),
         "compat.pyhessian.density(n_v)": lambda v: hessian(m, loss, data=d, cuda=False).density(
             iter=5, n_v=v
         ),
-        "compat.compute_hessian_eigenthings(num_eigenthings)": lambda v: compute_hessian_eigenthings(
-            m, [d], loss, v, use_gpu=False
+        "compat.compute_hessian_eigenthings(num_eigenthings)": lambda v: (
+            compute_hessian_eigenthings(m, [d], loss, v, use_gpu=False)
         ),
     }
 

@@ -1,5 +1,6 @@
-"""P2's analysis of stochastic-gradient structure in one call: :func:`analyze_gradients` →
-:class:`GradientReport`.
+"""P2's analysis of stochastic-gradient structure in one call.
+
+:func:`analyze_gradients` → :class:`GradientReport`.
 
 Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023 (a
 reconstruction: P2's exact protocol could not be read): the covariance spectrum of per-sample
@@ -115,8 +116,10 @@ class GradientReport(AsDict):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GradientReport:
-        """Read a report saved by :meth:`save` (errors name the file, as
-        :meth:`HessianReport.load`)."""
+        """Read a report saved by :meth:`save`.
+
+        Read a report saved by :meth:`save` (errors name the file, as :meth:`HessianReport.load`).
+        """
         return load_report(cls, path)
 
     def summary(self) -> str:
@@ -128,13 +131,17 @@ class GradientReport(AsDict):
     def save(
         self, directory: str | os.PathLike[str], *, plots: bool = True, overwrite: bool = False
     ) -> Path:
-        """Write ``report.json``, ``summary.txt`` and (``plots``) ``covariance.png`` (rank plot
-        and CCDF with the fit) and ``tails.png`` (fractions passing each test) atomically."""
+        """Write the report's files into ``directory``, atomically.
+
+        Write ``report.json``, ``summary.txt`` and (``plots``) ``covariance.png`` (rank plot and
+        CCDF with the fit) and ``tails.png`` (fractions passing each test) atomically.
+        """
         with atomic_dir(directory, overwrite=overwrite) as tmp:
             self.write_into(tmp, plots=plots)
         return Path(directory)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
+        """Write the report's files into an existing directory."""
         write_json(directory / "report.json", self.to_dict())
         (directory / "summary.txt").write_text(self.summary() + "\n")
         if plots:
@@ -173,10 +180,13 @@ def record_minibatch_gradients(
     params: Any = None,
     seed: int = 0,
 ) -> GradientRecorder:
-    """A :class:`~fastspec.grads.GradientRecorder` filled with the gradients of ``num_steps``
-    random minibatches (``batch_size`` samples drawn without replacement, mean loss, eval mode)
-    at the model's current parameters; the whole gradient is kept for the first ``num_full``.
-    The model's parameters are not changed; their ``.grad`` is restored afterwards."""
+    """A :class:`~fastspec.grads.GradientRecorder` filled at fixed parameters.
+
+    A :class:`~fastspec.grads.GradientRecorder` filled with the gradients of ``num_steps`` random
+    minibatches (``batch_size`` samples drawn without replacement, mean loss, eval mode) at the
+    model's current parameters; the whole gradient is kept for the first ``num_full``. The model's
+    parameters are not changed; their ``.grad`` is restored afterwards.
+    """
     num_steps = check_int("num_steps", num_steps, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     num_full = check_int("num_full", num_full, minimum=0)
@@ -235,7 +245,9 @@ def analyze_gradients(
     """P2's gradient-structure analysis of ``model`` on ``data``.
 
     Args:
-        model, loss_fn, data: as in :func:`fastspec.grads.gradient_covariance_spectrum`.
+        model: any ``nn.Module`` (as in :func:`fastspec.grads.gradient_covariance_spectrum`).
+        loss_fn: ``loss(outputs, targets)``.
+        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` batches or one pair.
         k: top covariance eigenvalues computed and fitted (None: all min(N, P); the smallest
             are rounding-level when N > rank, so fitting all of them tests the noise floor).
         noise_batch_size: B of the minibatch-noise covariance C/B (None: skip it); also the
@@ -243,13 +255,19 @@ def analyze_gradients(
         recorder: minibatch gradients recorded during training (for the iteration-wise and
             noise tests; the dimension-wise test uses its ``full_gradients``). When None,
             ``num_steps`` random minibatches are drawn at the current parameters
-            (:func:`record_minibatch_gradients`); ``num_steps=0`` skips the tail tests.
+            (:func:`record_minibatch_gradients`).
+        num_steps: minibatches drawn when no ``recorder`` is given (0 skips the tail tests).
         batch_size: size of those minibatches (default ``noise_batch_size``, or 128).
         num_coordinates: coordinates sampled by that recorder.
-        params, mode, dtype: the gradient options of :mod:`fastspec.grads`.
-        alpha: level of every decision; gaussian_test: ``"dagostino"`` or ``"shapiro"``.
+        params: parameter selection, as in :mod:`fastspec.grads`.
+        mode: ``"eval"`` (default) or ``"train"``.
+        dtype: compute dtype (default the parameters').
+        alpha: level of every decision.
+        gaussian_test: ``"dagostino"`` or ``"shapiro"``.
         seed: seeds the minibatches and coordinates.
-        label, progress, extra: as in :func:`~fastspec.analysis.analyze_hessian`.
+        label: the report's name.
+        progress: one line per step on stderr.
+        extra: metadata stored in the report as given.
 
     Returns:
         A :class:`GradientReport`.
@@ -264,7 +282,9 @@ def analyze_gradients(
     seed = check_int("seed", seed)
     progress = check_bool("progress", progress)
     if recorder is not None and not isinstance(recorder, GradientRecorder):
-        raise TypeError(f"recorder must be a GradientRecorder or None, got {type(recorder).__name__}")
+        raise TypeError(
+            f"recorder must be a GradientRecorder or None, got {type(recorder).__name__}"
+        )
     t0 = time.perf_counter()
     given = recorder is not None
     notes: list[str] = []
@@ -279,9 +299,7 @@ def analyze_gradients(
         noise = gradient_covariance_spectrum(
             model, loss_fn, data, k=k, noise_batch_size=noise_batch_size, **opts,
         )  # fmt: skip
-        noise_fit = try_fit(
-            fit_spectrum, noise.eigenvalues.numpy(), alpha, "noise spectrum", notes
-        )
+        noise_fit = try_fit(fit_spectrum, noise.eigenvalues.numpy(), alpha, "noise spectrum", notes)
     timings["spectra"] = time.perf_counter() - t
 
     tails: dict[str, TailTests] = {}

@@ -172,9 +172,11 @@ class HessianReport(AsDict):
     def save(
         self, directory: str | os.PathLike[str], *, plots: bool = True, overwrite: bool = False
     ) -> Path:
-        """Write ``report.json``, ``summary.txt`` and (``plots``) ``spectrum.png`` (rank–
-        eigenvalue on log–log axes with the fitted law, eigenvalues and eigengaps),
-        ``ccdf.png`` and ``density.png`` into ``directory``, atomically.
+        """Write the report's files into ``directory``, atomically.
+
+        Write ``report.json``, ``summary.txt`` and (``plots``) ``spectrum.png`` (rank– eigenvalue on
+        log–log axes with the fitted law, eigenvalues and eigengaps), ``ccdf.png`` and
+        ``density.png`` into ``directory``, atomically.
 
         Returns:
             The directory.
@@ -184,8 +186,11 @@ class HessianReport(AsDict):
         return Path(directory)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
-        """Write the report's files into an existing directory (used by :meth:`save` and by
-        reports that contain this one)."""
+        """Write the report's files into an existing directory.
+
+        Write the report's files into an existing directory (used by :meth:`save` and by reports
+        that contain this one).
+        """
         write_json(directory / "report.json", self.to_dict())
         (directory / "summary.txt").write_text(self.summary() + "\n")
         if plots:
@@ -254,14 +259,19 @@ def analyze_hessian(
         k: eigenvalues to compute (P1: 1000 for FCN/LeNet); ``2 <= k < P``.
         tol: eigsh's relative residual tolerance (float32 reaches about 1e-4 at best).
         dtype: compute dtype, float32 or float64 (default: the parameters').
-        params, mode, hvp, batch_loss, max_samples: the operator's options
-            (:class:`fastspec.curvature.HessianOperator`).
-        block_size, max_basis: eigsh's options.
+        params: parameter selection (:class:`fastspec.curvature.HessianOperator`, as the four
+            options below).
+        mode: ``"eval"`` (default) or ``"train"``.
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        batch_loss: hook ``batch_loss(model, batch) -> scalar`` for batches that are not pairs.
+        max_samples: use only the first ``max_samples`` samples of ``data``.
+        block_size: eigsh's block size (default: its choice).
+        max_basis: eigsh's largest basis (default: its choice).
         alpha: level of the KS decisions.
         trace_matvecs: products for Tr(H) (None: no trace).
         trace_method: ``"hutch++"`` or ``"hutchinson"``.
-        density_probes: SLQ probes (None: no density); density_steps: Lanczos steps per probe
-            (capped at P).
+        density_probes: SLQ probes (None: no density).
+        density_steps: Lanczos steps per probe (capped at P).
         seed: eigsh uses ``seed``, the trace ``seed + 1``, SLQ ``seed + 2``.
         label: the report's name.
         progress: progress bar for eigsh and one line per step on stderr.

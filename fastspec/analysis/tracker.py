@@ -128,9 +128,11 @@ class SpectrumTracker:
         return np.array([np.nan if r.get(name) is None else r[name] for r in self.rows], float)
 
     def correlations(self, metric: str = "test_loss") -> dict[str, float]:
-        """Pearson r (``scipy.stats.pearsonr``) of λ_1, Tr(H), ŝ and d_ks with ``metric`` over
-        the checkpoints where both are finite (NaN with fewer than 3 such, or a constant
-        column)."""
+        """Pearson r of λ_1, Tr(H), ŝ and d_ks with ``metric`` over the checkpoints.
+
+        Pearson r (``scipy.stats.pearsonr``) of λ_1, Tr(H), ŝ and d_ks with ``metric`` over the
+        checkpoints where both are finite (NaN with fewer than 3 such, or a constant column).
+        """
         from scipy import stats
 
         y = self.column(metric)

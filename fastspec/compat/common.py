@@ -12,8 +12,10 @@ from fastspec._checks import check_bool, check_float
 
 
 def check_device(model: nn.Module, cuda: Any, name: str) -> None:
-    """fastspec computes where the model's parameters live; ``cuda`` (PyHessian's ``cuda``,
-    hessian-eigenthings' ``use_gpu``) must agree with that."""
+    """Fastspec computes where the model's parameters live.
+
+    ``cuda`` (PyHessian's ``cuda``, hessian-eigenthings' ``use_gpu``) must agree with that.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     cuda = check_bool(name, cuda)

@@ -1,6 +1,7 @@
-"""hessian-eigenthings' classic ``compute_hessian_eigenthings`` on fastspec's solver: change
-``from hessian_eigenthings import compute_hessian_eigenthings`` to
-``from fastspec.compat.hessian_eigenthings import compute_hessian_eigenthings``.
+"""hessian-eigenthings' classic ``compute_hessian_eigenthings`` on fastspec's solver.
+
+change ``from hessian_eigenthings import compute_hessian_eigenthings`` to ``from
+fastspec.compat.hessian_eigenthings import compute_hessian_eigenthings``.
 
 The signature and return value are those of the classic API (hessian-eigenthings 0.0.x, which
 the 1.0 rewrite dropped): ``(eigenvals, eigenvecs)``, numpy arrays of shape ``[K]`` and
@@ -42,9 +43,9 @@ import torch
 from torch import nn
 
 from fastspec._checks import check_bool, check_choice, check_float, check_int
+from fastspec.batches import as_batches
 from fastspec.compat.common import check_device, check_tol, trainable_names
 from fastspec.curvature import HessianOperator
-from fastspec.batches import as_batches
 from fastspec.linalg import eigsh
 
 __all__ = ["compute_hessian_eigenthings"]
@@ -73,7 +74,9 @@ def compute_hessian_eigenthings(
     seed: int | None = None,
     **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``num_eigenthings`` Hessian eigenpairs of ``loss(model(inputs), targets)`` over
+    """Top ``num_eigenthings`` Hessian eigenpairs, as hessian-eigenthings returns them.
+
+    Top ``num_eigenthings`` Hessian eigenpairs of ``loss(model(inputs), targets)`` over
     ``dataloader``.
 
     Args:

@@ -1,5 +1,7 @@
-"""PyHessian's ``hessian`` class on fastspec's solvers: change ``from pyhessian import hessian`` to
-``from fastspec.compat.pyhessian import hessian`` and keep the calls.
+"""PyHessian's ``hessian`` class on fastspec's solvers.
+
+change ``from pyhessian import hessian`` to ``from fastspec.compat.pyhessian import hessian`` and
+keep the calls.
 
 =================================  ===================================================================
 PyHessian 0.1                      here
@@ -146,8 +148,11 @@ class hessian:  # the original name
     def trace(
         self, maxIter: int = 100, tol: float = 1e-3, *, seed: int | None = None
     ) -> list[float]:
-        """Hutchinson's per-probe terms ``vᵀHv`` until the running mean changes by less than
-        ``tol`` relative (or ``maxIter`` probes); ``np.mean`` of the list is the estimate."""
+        """Hutchinson's per-probe terms ``vᵀHv``, with PyHessian's stopping rule.
+
+        Hutchinson's per-probe terms ``vᵀHv`` until the running mean changes by less than ``tol``
+        relative (or ``maxIter`` probes); ``np.mean`` of the list is the estimate.
+        """
         maxIter = check_int("maxIter", maxIter, minimum=0)
         tol = check_float("tol", tol)
         gen = torch.Generator()

@@ -222,11 +222,14 @@ class _ModelOperator(LinearOperator):
 
 @contextlib.contextmanager
 def _differentiable_kernels() -> Iterator[None]:
-    """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
-    path: the same functions with every derivative (flash attention on CPU has neither double
-    backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
-    forward-mode AD). Both are process-wide flags: products switch them inside
-    :func:`~fastspec.mode.model_mode`, which runs passes one at a time."""
+    """Attention kernels with every derivative, for the products.
+
+    The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast path:
+    the same functions with every derivative (flash attention on CPU has neither double backward nor
+    forward-mode AD; the fast path, taken when no input requires grad, has no forward-mode AD). Both
+    are process-wide flags: products switch them inside :func:`~fastspec.mode.model_mode`, which
+    runs passes one at a time.
+    """
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -242,11 +245,13 @@ def _add(out: Params, term: Params) -> None:
 
 
 class _TwoMethods(_ModelOperator):
-    """Products by one of two exact methods: reverse-mode through a graph built per batch
-    (``"double_backward"``), which is kept between products when all batches' graphs fit in
-    memory, or a forward-mode one (``FORWARD``). ``"auto"`` times one product of each on the
-    first block and keeps the faster; ``method`` records the choice and ``method_timings`` the
-    times."""
+    """Products by one of two exact methods.
+
+    reverse-mode through a graph built per batch (``"double_backward"``), which is kept between
+    products when all batches' graphs fit in memory, or a forward-mode one (``FORWARD``). ``"auto"``
+    times one product of each on the first block and keeps the faster; ``method`` records the choice
+    and ``method_timings`` the times.
+    """
 
     FORWARD: str  # the forward-mode method's name
     OPTION: str  # the constructor argument that picks the method
@@ -310,8 +315,10 @@ class _TwoMethods(_ModelOperator):
             ) from exc
 
     def _choose_method(self, index: int, batch: Any, n: int, V: Params) -> Params:
-        """Time one product of each method on the first block and keep the faster; a graph
-        that is kept is built outside the timing (later products only run through it)."""
+        """Time one product of each method on the first block and keep the faster.
+
+        a graph that is kept is built outside the timing (later products only run through it).
+        """
         results: dict[str, Params] = {}
         errors: dict[str, str] = {}
         for method in self.methods:
@@ -446,8 +453,10 @@ class HessianOperator(_TwoMethods):
 
 
 class GradientGraph:
-    """The gradient of one batch's loss, built with ``create_graph``: each Hessian-vector
-    product is one backward pass through it (reverse-over-reverse)."""
+    """The gradient of one batch's loss, built with ``create_graph``.
+
+    each Hessian-vector product is one backward pass through it (reverse-over-reverse).
+    """
 
     def __init__(self, loss: Callable[[Params], torch.Tensor], theta: Params) -> None:
         self.leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
@@ -461,8 +470,11 @@ class GradientGraph:
         ]
 
     def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
-        """``{name: [B, *shape]}`` → the Hessian times each of the ``B`` vectors, added to
-        ``out`` (default: zeros); ``keep=False`` frees the graph after the last vector."""
+        """``{name.
+
+        [B, *shape]}`` → the Hessian times each of the ``B`` vectors, added to ``out`` (default:
+        zeros); ``keep=False`` frees the graph after the last vector.
+        """
         if out is None:
             out = {k: torch.zeros_like(v) for k, v in V.items()}
         if not self.live:
@@ -487,12 +499,15 @@ def _add_grads(out: Params, b: int, names: Params, grads: Any) -> None:
 
 
 class _OutputCurvature(_TwoMethods):
-    """``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in
-    output space; no per-sample gradient is ever formed. ``J v`` is taken in reverse mode, as
-    the derivative of ``Jᵀ u`` with respect to ``u`` through the graph of ``Jᵀ u`` (the
-    double-backward trick: ``"double_backward"``, graphs kept like the Hessian's), or in forward
-    mode (``"forward"``: a forward pass per block, then ``vmap(jvp)``); then ``M`` in output
-    space and a backward ``Jᵀ w``."""
+    """``Jᵀ M J`` with ``J`` the Jacobian of the model's output and ``M`` an output curvature.
+
+    ``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in output
+    space; no per-sample gradient is ever formed. ``J v`` is taken in reverse mode, as the
+    derivative of ``Jᵀ u`` with respect to ``u`` through the graph of ``Jᵀ u`` (the double-backward
+    trick: ``"double_backward"``, graphs kept like the Hessian's), or in forward mode
+    (``"forward"``: a forward pass per block, then ``vmap(jvp)``); then ``M`` in output space and a
+    backward ``Jᵀ w``.
+    """
 
     FORWARD = "forward"
     OPTION = "jvp"
@@ -541,16 +556,20 @@ class _OutputCurvature(_TwoMethods):
     def _output_curvature(
         self, z: torch.Tensor, targets: Any, n: int
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``M`` for this batch: a function applying it to ``B`` output-space vectors
-        ``[B, *z.shape]``."""
+        """``M`` for this batch.
+
+        a function applying it to ``B`` output-space vectors ``[B, *z.shape]``.
+        """
         raise NotImplementedError
 
 
 class _OutputGraph:
-    """One batch's output ``z = f(θ)`` with its graph, and the graph of ``Jᵀ u`` built with
-    ``create_graph`` at a free ``u``: per vector, ``J v = ∂⟨Jᵀu, v⟩/∂u`` is one backward through
-    the second, ``w = M J v`` is formed in output space, and ``Jᵀ w`` is one backward through
-    the first."""
+    """One batch's output ``z = f(θ)`` and the graph of ``Jᵀ u``, for ``Jᵀ M J`` products.
+
+    One batch's output ``z = f(θ)`` with its graph, and the graph of ``Jᵀ u`` built with
+    ``create_graph`` at a free ``u``: per vector, ``J v = ∂⟨Jᵀu, v⟩/∂u`` is one backward through the
+    second, ``w = M J v`` is formed in output space, and ``Jᵀ w`` is one backward through the first.
+    """
 
     def __init__(
         self,
@@ -571,8 +590,11 @@ class _OutputGraph:
         self.M: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
-        """``{name: [B, *shape]}`` → ``Jᵀ M J`` times each of the ``B`` vectors, added to
-        ``out`` (default: zeros); ``keep=False`` frees the graphs after the last vector."""
+        """``{name.
+
+        [B, *shape]}`` → ``Jᵀ M J`` times each of the ``B`` vectors, added to ``out`` (default:
+        zeros); ``keep=False`` frees the graphs after the last vector.
+        """
         if out is None:
             out = {k: torch.zeros_like(v) for k, v in V.items()}
         if not self.live:
@@ -623,8 +645,10 @@ class GGNOperator(_OutputCurvature):
 
 
 class EmpiricalFisherOperator(_OutputCurvature):
-    """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample
-    gradients; ℓ_j is ``loss_fn`` on the one-sample batch j).
+    """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ.
+
+    The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample gradients;
+    ℓ_j is ``loss_fn`` on the one-sample batch j).
 
     Same arguments as :class:`GGNOperator`. Since ∇ℓ_j = J_jᵀ g_j with g_j = ∇_z ℓ_j the
     per-sample gradient in output space, F v = (1/N) Jᵀ [g_j (g_jᵀ (J v)_j)]_j: a product costs

@@ -118,8 +118,11 @@ class GradientStore:
 
 
 class GramOperator(LinearOperator):
-    """U ↦ K U with K the (centred) Gram matrix / N, applied as G (Gᵀ U) / N from a
-    :class:`GradientStore` (no N × N matrix): one pass over the stored chunks per block."""
+    """U ↦ K U with K the (centred) Gram matrix / N, without an N × N matrix.
+
+    U ↦ K U with K the (centred) Gram matrix / N, applied as G (Gᵀ U) / N from a
+    :class:`GradientStore` (no N × N matrix): one pass over the stored chunks per block.
+    """
 
     def __init__(self, store: GradientStore, *, center: bool = True) -> None:
         self.store, self.center = store, center
@@ -128,6 +131,7 @@ class GramOperator(LinearOperator):
         self.dtype, self.device = store.dtype, store.device
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Apply K (or K_c) to ``V`` [N, B]: one pass over the stored chunks."""
         if self.center:
             V = V - V.mean(0, keepdim=True)
         out = self.store.matmul(self.store.rmatmul(V))

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fastspec._checks import check_int
+from fastspec._checks import AsDict, check_int
 from fastspec.batches import SampleBatches, loss_error, slice_samples
 from fastspec.grads.fallback import FallbackWarning, fallback_gradients
 from fastspec.grads.features import Dense, Feature
@@ -46,7 +46,7 @@ DEFAULT_CHUNK = 512
 
 
 @dataclass(frozen=True)
-class GradientPlan:
+class GradientPlan(AsDict):
     """How each selected parameter's per-sample gradients are obtained.
 
     Attributes:
@@ -60,15 +60,15 @@ class GradientPlan:
 
     @property
     def fallback_modules(self) -> list[str]:
+        """The modules whose parameters use the fallback, sorted."""
         return sorted({m for mods in self.fallback.values() for m in mods})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"hooked": dict(self.hooked), "fallback": dict(self.fallback)}
 
 
 def gradient_plan(model: nn.Module, *, params: ParamSpec = None) -> GradientPlan:
-    """The :class:`GradientPlan` of ``model`` for the selected ``params`` (static: a parameter
-    found on the first chunk to be used outside its module moves to the fallback later)."""
+    """The :class:`GradientPlan` of ``model`` for the selected ``params`` (static.
+
+    a parameter found on the first chunk to be used outside its module moves to the fallback later).
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = select_parameters(model, params)
@@ -289,9 +289,11 @@ class GradProblem:
     def _check_first_sample(
         self, out: dict[str, Feature], inputs: Any, targets: torch.Tensor
     ) -> list[str]:
-        """Hooked parameters whose gradient for sample 0 differs from a one-sample autograd
-        pass: a parameter also used outside its module (weight tying, functional use) or a
-        layer that mixes samples."""
+        """Hooked parameters whose gradient for sample 0 differs from a one-sample autograd pass.
+
+        a parameter also used outside its module (weight tying, functional use) or a layer that
+        mixes samples.
+        """
         names = list(self.plan.hooked)
         theta = {k: t.detach().requires_grad_(k in names) for k, t in self.theta.items()}
         x = slice_samples(inputs, 0, 1)
@@ -332,4 +334,3 @@ def _close(a: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> bool:
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     t = t.detach()
     return t.to(dtype) if t.is_floating_point() else t
-

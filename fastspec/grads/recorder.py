@@ -1,6 +1,7 @@
-"""Record stochastic gradients during training, for P2's iteration-wise, noise and
-dimension-wise tests (Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS
-2023; a reconstruction).
+"""Record stochastic gradients during training, for P2's tests.
+
+Record stochastic gradients during training, for P2's iteration-wise, noise and dimension-wise tests
+(Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023; a reconstruction).
 
 A :class:`GradientRecorder` keeps a bounded, seeded sample of C coordinates of the flattened
 selected parameters. At every :meth:`~GradientRecorder.record` (after ``loss.backward()``) it
@@ -150,6 +151,7 @@ class GradientRecorder:
         return torch.cat([t.reshape(-1) for t in total]) / self._batches.num_samples
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form of the record (coordinates, rows, full gradients)."""
         noise = self.noise
         return {
             "steps": list(self.steps),

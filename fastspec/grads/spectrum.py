@@ -82,8 +82,15 @@ def gradient_covariance_spectrum(
     """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
 
     Args:
-        model, loss_fn, data, params, mode, dtype, chunk_size, memory_budget: as in
-            :func:`fastspec.grads.gradient_gram`.
+        model: any ``nn.Module`` (as in :func:`fastspec.grads.gradient_gram`).
+        loss_fn: ``loss(outputs, targets)``; per-sample terms are its one-sample values.
+        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` batches or one pair.
+        params: parameter selection (names, tensors, regex, predicate; default all).
+        mode: ``"eval"`` (default) or ``"train"`` (refused with BatchNorm).
+        dtype: compute dtype (default the parameters'; float64 for exact spectra).
+        chunk_size: samples per forward/backward pass.
+        memory_budget: bytes above which a parameter's per-sample gradients are never
+            materialised.
         k: number of top eigenvalues (default all min(N, P)).
         center: covariance C (default) or uncentred second moment M.
         noise_batch_size: B: return the eigenvalues of the minibatch-noise covariance C/B

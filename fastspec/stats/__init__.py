@@ -1,8 +1,9 @@
-"""Power-law statistics: the P1 spectrum test, Clauset-Shalizi-Newman fits with the bootstrap
-goodness-of-fit p-value, Vuong likelihood-ratio tests against alternatives, and per-sample tail
-tests. Same answers as the ``powerlaw`` package 2.0, faster by orders of magnitude; the differences
-(all deliberate and documented) are listed in :mod:`fastspec.stats.powerlaw` and
-:mod:`fastspec.stats.alternatives`.
+"""Power-law statistics.
+
+the P1 spectrum test, Clauset-Shalizi-Newman fits with the bootstrap goodness-of-fit p-value, Vuong
+likelihood-ratio tests against alternatives, and per-sample tail tests. Same answers as the
+``powerlaw`` package 2.0, faster by orders of magnitude; the differences (all deliberate and
+documented) are listed in :mod:`fastspec.stats.powerlaw` and :mod:`fastspec.stats.alternatives`.
 
 References: Clauset, Shalizi & Newman, SIAM Review 51 (2009); Alstott, Bullmore & Plenz, PLoS ONE
 9 (2014); Vuong, Econometrica 57 (1989); Xie et al., arXiv:2201.13011 (P1) and arXiv:2212.02083

@@ -1,7 +1,9 @@
-"""Is the tail better described by a power law or by an alternative? Vuong's likelihood-ratio test
-(Clauset et al. 2009, sec. 5) against the lognormal, exponential, stretched exponential and power
-law with exponential cutoff, each fitted by maximum likelihood to the same tail (x >= xmin) with
-the same conditional (truncated at xmin) likelihood as the ``powerlaw`` package 2.0:
+"""Is the tail better described by a power law or by an alternative?
+
+Vuong's likelihood-ratio test (Clauset et al. 2009, sec. 5) against the lognormal, exponential,
+stretched exponential and power law with exponential cutoff, each fitted by maximum likelihood to
+the same tail (x >= xmin) with the same conditional (truncated at xmin) likelihood as the
+``powerlaw`` package 2.0:
 
 =========================  ==========================================================  ==========
 alternative                continuous log p(x), x >= xmin                              parameters
@@ -47,7 +49,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
@@ -154,8 +156,11 @@ def compare(
 
 
 def vuong(l1: np.ndarray, l2: np.ndarray, *, nested: bool) -> tuple[float, float, float]:
-    """R, R / sqrt(n var), p as the package's ``loglikelihood_ratio`` (its -inf clean-up is not
-    needed: these log-likelihoods are finite)."""
+    """Vuong's R, R / sqrt(n var) and p, as the package's ``loglikelihood_ratio``.
+
+    R, R / sqrt(n var), p as the package's ``loglikelihood_ratio`` (its -inf clean-up is not needed:
+    these log-likelihoods are finite).
+    """
     d = l1 - l2
     n = d.size
     r = float(d.sum())
@@ -176,8 +181,11 @@ def vuong(l1: np.ndarray, l2: np.ndarray, *, nested: bool) -> tuple[float, float
 def loglikelihoods(
     tail: np.ndarray, xmin: float, name: str, theta: np.ndarray, *, discrete: bool = False
 ) -> np.ndarray:
-    """[n] log p(x_i) of the alternative ``name`` with parameters ``theta`` (natural order as in
-    the module notes), conditional on x >= xmin; -inf/NaN outside the parameter domain."""
+    """[n] log p(x_i) of the alternative ``name`` with parameters ``theta``.
+
+    [n] log p(x_i) of the alternative ``name`` with parameters ``theta`` (natural order as in the
+    module notes), conditional on x >= xmin; -inf/NaN outside the parameter domain.
+    """
     fn = (_DISCRETE if discrete else _CONTINUOUS)[name]
     with np.errstate(all="ignore"):
         return fn(tail, xmin, theta)
@@ -378,8 +386,11 @@ def _nelder_mead(
     starts: list[np.ndarray],
     bounds: list[tuple[float | None, float | None]] | None = None,
 ) -> np.ndarray:
-    """Minimise ``fun`` by Nelder-Mead from each start, restarting once at each optimum (to undo
-    a collapsed simplex); the best point found."""
+    """Minimise ``fun`` by Nelder-Mead from each start; the best point found.
+
+    Minimise ``fun`` by Nelder-Mead from each start, restarting once at each optimum (to undo a
+    collapsed simplex); the best point found.
+    """
     from scipy import optimize  # imported on use: keeps `import fastspec` light
 
     best_x, best_f = starts[0], math.inf

@@ -1,5 +1,6 @@
-"""Goodness of fit of a power law: the semi-parametric bootstrap p-value of Clauset, Shalizi &
-Newman (2009, section 4.1).
+"""Goodness of fit of a power law.
+
+the semi-parametric bootstrap p-value of Clauset, Shalizi & Newman (2009, section 4.1).
 
 Each replicate has as many points as the data: n_tail' ~ Binomial(n, n_tail / n) of them drawn
 from the fitted power law above xmin, the other n - n_tail' drawn with replacement from the data
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -115,8 +116,10 @@ def gof_pvalue(
 
 
 def batchable(opts: FitOptions) -> bool:
-    """Whether a replicate refit is what :func:`fastspec.ops.powerlaw_scan_batch` computes: a
-    continuous pruned xmin scan over the default candidates."""
+    """Whether a replicate refit is what :func:`fastspec.ops.powerlaw_scan_batch` computes.
+
+    a continuous pruned xmin scan over the default candidates.
+    """
     return (
         not opts.discrete
         and opts.xmin is None
@@ -150,8 +153,11 @@ def ks_boot_batched(
     workers: int,
     chunk: int = _CHUNK_ROWS,
 ) -> np.ndarray:
-    """[n_boot] replicate KS distances, refitted ``chunk`` replicates per native call (NaN where
-    a replicate has no valid candidate or non-finite draws), equal to the per-replicate path."""
+    """[n_boot] replicate KS distances, ``chunk`` replicates per native call.
+
+    [n_boot] replicate KS distances, refitted ``chunk`` replicates per native call (NaN where a
+    replicate has no valid candidate or non-finite draws), equal to the per-replicate path.
+    """
     from fastspec.ops.powerlaw_scan_batch import powerlaw_scan_batch
 
     out = np.full(len(seeds), np.nan)

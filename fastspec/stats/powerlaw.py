@@ -1,6 +1,8 @@
-"""Power-law fits by the method of Clauset, Shalizi & Newman: maximum likelihood for the exponent,
-the cutoff xmin chosen by minimising the Kolmogorov-Smirnov distance, the standard error, and (in
-:mod:`fastspec.stats.bootstrap`) the semi-parametric bootstrap goodness-of-fit p-value.
+"""Power-law fits by the method of Clauset, Shalizi & Newman.
+
+maximum likelihood for the exponent, the cutoff xmin chosen by minimising the Kolmogorov-Smirnov
+distance, the standard error, and (in :mod:`fastspec.stats.bootstrap`) the semi-parametric bootstrap
+goodness-of-fit p-value.
 
 The answers are those of the ``powerlaw`` package 2.0 (Alstott et al. 2014) -- the same candidate
 cutoffs, the same exponent formula, the same KS convention (empirical CDF at each tail value =
@@ -177,15 +179,12 @@ class PowerLaw(AsDict):
     # -- the fitted distribution -------------------------------------------------------------
 
     def pdf(self, x: Any) -> np.ndarray:
-        """Density (continuous) or probability mass (discrete, at integers) at ``x``; 0 below
-        xmin."""
+        """Density (continuous) or probability mass (discrete, at integers) at ``x``; 0 below xmin."""
         x = np.asarray(x, dtype=np.float64)
         out = np.zeros_like(x)
         if self.discrete:
             on = (x >= self.xmin) & (x == np.floor(x))
-            out[on] = np.exp(
-                -self.alpha * np.log(x[on]) - disc.log_zeta(self.alpha, self.xmin)
-            )
+            out[on] = np.exp(-self.alpha * np.log(x[on]) - disc.log_zeta(self.alpha, self.xmin))
         else:
             on = x >= self.xmin
             out[on] = np.exp(cont.log_pdf(x[on], self.alpha, self.xmin))
@@ -203,7 +202,7 @@ class PowerLaw(AsDict):
         return out
 
     def cdf(self, x: Any) -> np.ndarray:
-        """P(X <= x). (The package's discrete ``cdf`` is P(X < x), the form its KS uses.)"""
+        """P(X <= x); the package's discrete ``cdf`` is P(X < x), the form its KS uses."""
         return 1.0 - self.ccdf(x)
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
@@ -283,8 +282,10 @@ def fit_sorted(x: np.ndarray, opts: FitOptions) -> PowerLaw:
 
 
 def fit_ks(x: np.ndarray, opts: FitOptions) -> float:
-    """Only the KS distance of the fit of ascending ``x`` (the bootstrap's statistic); NaN when
-    the replicate cannot be fitted."""
+    """Only the KS distance of the fit of ascending ``x`` (the bootstrap's statistic).
+
+    NaN when the replicate cannot be fitted.
+    """
     try:
         if opts.xmin is None and not opts.discrete and not opts.exhaustive:
             if opts.xmin_candidates is None:  # the op's default candidates: no index work here
@@ -300,8 +301,11 @@ def fit_ks(x: np.ndarray, opts: FitOptions) -> float:
 
 
 def select_xmin(x: np.ndarray, opts: FitOptions) -> tuple[int, XminScan | None]:
-    """Index of the minimum-KS cutoff among the candidates with alpha in ``alpha_range`` (the
-    first one on ties, as ``numpy.argmin``), and the scan curve when exhaustive."""
+    """Index of the minimum-KS cutoff, and the scan curve when exhaustive.
+
+    Index of the minimum-KS cutoff among the candidates with alpha in ``alpha_range`` (the first one
+    on ties, as ``numpy.argmin``), and the scan curve when exhaustive.
+    """
     cand = candidate_indices(x, opts.xmin_candidates)
     lo, hi = opts.alpha_range
     if opts.discrete:
@@ -374,8 +378,10 @@ def _discrete_alpha(
 def _discrete_scan(
     x: np.ndarray, cand: np.ndarray, estimator: DiscreteEstimator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """alpha [C] and KS [C] of the discrete fit above every candidate (numpy; O(U^2) Hurwitz-zeta
-    evaluations for U distinct values)."""
+    """Alpha [C] and KS [C] of the discrete fit above every candidate (numpy.
+
+    O(U^2) Hurwitz-zeta evaluations for U distinct values).
+    """
     n = x.size
     suffix = np.cumsum(np.log(x)[::-1])[::-1]
     nt = (n - cand).astype(np.float64)
@@ -431,4 +437,3 @@ def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:
     if math.isnan(lo) or math.isnan(hi) or not lo < hi:
         raise ValueError(f"alpha_range must satisfy low < high, got {alpha_range!r}")
     return lo, hi
-

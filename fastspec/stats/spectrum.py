@@ -1,6 +1,8 @@
-"""The power-law test of a Hessian (or gradient-covariance) spectrum, exactly as the P1 paper does
-it: Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*,
-arXiv:2201.13011 (2022); Tang et al., ICML 2025.
+"""The power-law test of a Hessian (or gradient-covariance) spectrum, as the P1 paper does it.
+
+The power-law test of a Hessian (or gradient-covariance) spectrum, exactly as the P1 paper does it:
+Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011
+(2022); Tang et al., ICML 2025.
 
 The top K positive eigenvalues lambda_1 >= ... >= lambda_K are fitted with the cutoff fixed at the
 smallest, xmin = lambda_K (the ``powerlaw`` package with a fixed xmin):

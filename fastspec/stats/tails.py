@@ -1,6 +1,8 @@
-"""Heavy tail or Gaussian? Per-sample tests for sets of gradient samples, as in the gradient-
-structure analysis of P2 (Xie et al., *On the Overlooked Structure of Stochastic Gradients*,
-NeurIPS 2023; a reconstruction: P2's exact protocol could not be read).
+"""Heavy tail or Gaussian?
+
+Per-sample tests for sets of gradient samples, as in the gradient-structure analysis of P2 (Xie et
+al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023; a reconstruction: P2's
+exact protocol could not be read).
 
 For each sample (a 1-D array of values, e.g. one gradient over its coordinates, or one coordinate
 over iterations):
