@@ -42,9 +42,9 @@ one graph per batch, as long as they fit in ``GRAPH_CACHE_BYTES``; see
   ``tol`` PyHessian accepts is accepted: it is clamped to ``[TIGHTEST_TOL, 0.5]`` (so ``tol=0``,
   "run every iteration" there, asks for the tightest residual the dtype allows).
 * ``trace``: any real ``tol`` and any ``maxIter >= 0``, as in PyHessian (``tol <= 0`` runs all
-  ``maxIter`` probes).
-* ``trace``: PyHessian's stopping test divides by ``trace + 1e-6`` without an absolute value,
-  so a negative trace stops it after two probes; here the denominator is ``|trace| + 1e-6``.
+  ``maxIter`` probes). PyHessian's stopping test divides by ``trace + 1e-6`` without an
+  absolute value, so a negative trace stops it after two probes; here the denominator is
+  ``|trace| + 1e-6``.
 * ``density``: PyHessian 0.1 calls ``torch.eig``, removed in torch 1.13, so on current torch it
   raises; here it works. Nodes are ascending; a probe whose Krylov space closes early returns
   fewer than ``iter`` nodes (PyHessian would pad with zero-weight nodes).
