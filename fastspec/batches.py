@@ -152,7 +152,7 @@ def loss_error(loss: Callable[[], Any], batch: Any) -> TypeError | None:
     except Exception as plain:  # any failure of the plain loss is the data's
         return TypeError(
             f"the loss cannot be evaluated on a batch ({describe(batch)}): {plain}. "
-            "Check the dtypes of the inputs and targets (e.g. floating-point inputs, integer "
+            "Check the dtypes and shapes of the inputs and targets (e.g. floating-point inputs, integer "
             "class indices as targets of CrossEntropyLoss)"
         )
     return None

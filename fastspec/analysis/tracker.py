@@ -182,7 +182,7 @@ class SpectrumTracker:
                 ("λ_1", self.column("lambda_max"), None),
                 ("Tr(H) (Hutch++)", self.column("trace"), None),
                 ("power-law slope ŝ", self.column("s"), None),
-                ("KS distance d_ks", self.column("ks"), float(np.nanmax(crit))),
+                ("KS distance d_ks", self.column("ks"), _finite_max(crit)),
             ]
             series += [(m, self.column(m), None) for m in self.metrics()]
             series_figure(
@@ -193,3 +193,9 @@ class SpectrumTracker:
 
 def _jsonable(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _finite_max(x: np.ndarray) -> float | None:
+    """The largest finite value (no fit at any checkpoint, e.g. k below min_k: ``None``)."""
+    finite = x[np.isfinite(x)]
+    return float(finite.max()) if finite.size else None
