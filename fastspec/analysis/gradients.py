@@ -1,8 +1,9 @@
-"""P2's analysis of stochastic-gradient structure in one call: :func:`analyze_gradients` →
-:class:`GradientReport`.
+"""P2's analysis of stochastic-gradient structure in one call.
 
-Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023 (methods.md §3,
-a reconstruction: P2's exact protocol could not be read): the covariance spectrum of per-sample
+:func:`analyze_gradients` → :class:`GradientReport`.
+
+Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023 (a
+reconstruction: P2's exact protocol could not be read): the covariance spectrum of per-sample
 gradients and of the minibatch noise (C/B) with P1's power-law fit and KS decision, and the
 dimension-wise, iteration-wise and noise tail tests (power law vs Gaussian).
 
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastspec.analysis._io import atomic_dir, plain, read_json, write_json
+from fastspec._checks import AsDict, check_bool, check_choice, check_int
+from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis._progress import note
-from fastspec.analysis.hessian import Loss, _fit, _try_fit
-from fastspec.curvature.data import as_batches, pair
-from fastspec.curvature.mode import model_mode
+from fastspec.analysis.hessian import Loss, fit_from_dict, load_report, try_fit
+from fastspec.batches import SampleBatches
 from fastspec.grads import (
     CovarianceSpectrum,
     GradientRecorder,
@@ -40,7 +41,9 @@ from fastspec.grads import (
     iteration_wise_test,
     noise_test,
 )
+from fastspec.mode import model_mode
 from fastspec.stats import SpectrumFit, TailTests, fit_spectrum
+from fastspec.stats.inputs import check_level
 
 __all__ = ["GradientReport", "analyze_gradients", "record_minibatch_gradients"]
 
@@ -48,7 +51,7 @@ TESTS = ("dimension_wise", "iteration_wise", "noise")
 
 
 @dataclass(frozen=True, eq=False)
-class GradientReport:
+class GradientReport(AsDict):
     """P2's gradient-structure analysis of one model at one point.
 
     Attributes:
@@ -74,35 +77,36 @@ class GradientReport:
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (what :meth:`save` writes as ``report.json``)."""
-        return plain(
-            {
-                "kind": "gradients",
-                "label": self.label,
-                "settings": self.settings,
-                "covariance": self.covariance.to_dict(),
-                "covariance_fit": _d(self.covariance_fit),
-                "noise": _d(self.noise),
-                "noise_fit": _d(self.noise_fit),
-                "tails": {n: t.to_dict() for n, t in self.tails.items()},
-                "timings": self.timings,
-                "notes": list(self.notes),
-                "extra": self.extra,
-            }
-        )
+    _dict_properties = ("kind",)
+
+    @property
+    def kind(self) -> str:
+        """What the report is, in its saved form: ``"gradients"``."""
+        return "gradients"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GradientReport:
-        """Rebuild a report from :meth:`to_dict`'s output."""
-        if data.get("kind") != "gradients":
-            raise ValueError(f"not a gradient report (kind={data.get('kind')!r})")
+        """Rebuild a report from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: ``data`` is not a gradient report, or an entry is missing or malformed.
+        """
+        if not isinstance(data, dict) or data.get("kind") != "gradients":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a gradient report (kind={kind!r})")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"a malformed gradient report: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> GradientReport:
         return cls(
             label=data["label"],
             covariance=_spectrum(data["covariance"]),
-            covariance_fit=_fit(data["covariance_fit"]),
+            covariance_fit=fit_from_dict(data["covariance_fit"]),
             noise=None if data["noise"] is None else _spectrum(data["noise"]),
-            noise_fit=_fit(data["noise_fit"]),
+            noise_fit=fit_from_dict(data["noise_fit"]),
             tails={n: _tails(t) for n, t in data["tails"].items()},
             settings=data["settings"],
             timings=data["timings"],
@@ -112,8 +116,11 @@ class GradientReport:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GradientReport:
-        """Read a report saved by :meth:`save`."""
-        return cls.from_dict(read_json(path))
+        """Read a report saved by :meth:`save`.
+
+        Read a report saved by :meth:`save` (errors name the file, as :meth:`HessianReport.load`).
+        """
+        return load_report(cls, path)
 
     def summary(self) -> str:
         """A readable multi-line summary for the console."""
@@ -124,23 +131,23 @@ class GradientReport:
     def save(
         self, directory: str | os.PathLike[str], *, plots: bool = True, overwrite: bool = False
     ) -> Path:
-        """Write ``report.json``, ``summary.txt`` and (``plots``) ``covariance.png`` (rank plot
-        and CCDF with the fit) and ``tails.png`` (fractions passing each test) atomically."""
+        """Write the report's files into ``directory``, atomically.
+
+        Write ``report.json``, ``summary.txt`` and (``plots``) ``covariance.png`` (rank plot and
+        CCDF with the fit) and ``tails.png`` (fractions passing each test) atomically.
+        """
         with atomic_dir(directory, overwrite=overwrite) as tmp:
             self.write_into(tmp, plots=plots)
         return Path(directory)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
+        """Write the report's files into an existing directory."""
         write_json(directory / "report.json", self.to_dict())
         (directory / "summary.txt").write_text(self.summary() + "\n")
         if plots:
             from fastspec.analysis import plots as P
 
             P.gradient_figures(self, directory)
-
-
-def _d(x: Any) -> Any:
-    return None if x is None else x.to_dict()
 
 
 def _spectrum(d: dict[str, Any]) -> CovarianceSpectrum:
@@ -173,14 +180,18 @@ def record_minibatch_gradients(
     params: Any = None,
     seed: int = 0,
 ) -> GradientRecorder:
-    """A :class:`~fastspec.grads.GradientRecorder` filled with the gradients of ``num_steps``
-    random minibatches (``batch_size`` samples drawn without replacement, mean loss, eval mode)
-    at the model's current parameters; the whole gradient is kept for the first ``num_full``.
-    The model's parameters are not changed; their ``.grad`` is restored afterwards."""
-    for name, v in (("num_steps", num_steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    batches = [pair(b) for b in as_batches(data)]
+    """A :class:`~fastspec.grads.GradientRecorder` filled at fixed parameters.
+
+    A :class:`~fastspec.grads.GradientRecorder` filled with the gradients of ``num_steps`` random
+    minibatches (``batch_size`` samples drawn without replacement, mean loss, eval mode) at the
+    model's current parameters; the whole gradient is kept for the first ``num_full``. The model's
+    parameters are not changed; their ``.grad`` is restored afterwards.
+    """
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    num_full = check_int("num_full", num_full, minimum=0)
+    seed = check_int("seed", seed)
+    batches = list(SampleBatches(data))
     if any(isinstance(x, tuple) for x, _ in batches):
         raise TypeError("record_minibatch_gradients needs one input tensor per batch")
     X = torch.cat([x for x, _ in batches])
@@ -234,7 +245,9 @@ def analyze_gradients(
     """P2's gradient-structure analysis of ``model`` on ``data``.
 
     Args:
-        model, loss_fn, data: as in :func:`fastspec.grads.gradient_covariance_spectrum`.
+        model: any ``nn.Module`` (as in :func:`fastspec.grads.gradient_covariance_spectrum`).
+        loss_fn: ``loss(outputs, targets)``.
+        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` batches or one pair.
         k: top covariance eigenvalues computed and fitted (None: all min(N, P); the smallest
             are rounding-level when N > rank, so fitting all of them tests the noise floor).
         noise_batch_size: B of the minibatch-noise covariance C/B (None: skip it); also the
@@ -242,17 +255,36 @@ def analyze_gradients(
         recorder: minibatch gradients recorded during training (for the iteration-wise and
             noise tests; the dimension-wise test uses its ``full_gradients``). When None,
             ``num_steps`` random minibatches are drawn at the current parameters
-            (:func:`record_minibatch_gradients`); ``num_steps=0`` skips the tail tests.
+            (:func:`record_minibatch_gradients`).
+        num_steps: minibatches drawn when no ``recorder`` is given (0 skips the tail tests).
         batch_size: size of those minibatches (default ``noise_batch_size``, or 128).
         num_coordinates: coordinates sampled by that recorder.
-        params, mode, dtype: the gradient options of :mod:`fastspec.grads`.
-        alpha: level of every decision; gaussian_test: ``"dagostino"`` or ``"shapiro"``.
+        params: parameter selection, as in :mod:`fastspec.grads`.
+        mode: ``"eval"`` (default) or ``"train"``.
+        dtype: compute dtype (default the parameters').
+        alpha: level of every decision.
+        gaussian_test: ``"dagostino"`` or ``"shapiro"``.
         seed: seeds the minibatches and coordinates.
-        label, progress, extra: as in :func:`~fastspec.analysis.analyze_hessian`.
+        label: the report's name.
+        progress: one line per step on stderr.
+        extra: metadata stored in the report as given.
 
     Returns:
         A :class:`GradientReport`.
     """
+    k = check_int("k", k, minimum=1, none_ok=True)
+    noise_batch_size = check_int("noise_batch_size", noise_batch_size, minimum=1, none_ok=True)
+    num_steps = check_int("num_steps", num_steps, minimum=0)
+    batch_size = check_int("batch_size", batch_size, minimum=1, none_ok=True)
+    num_coordinates = check_int("num_coordinates", num_coordinates, minimum=1)
+    alpha = check_level(alpha)
+    gaussian_test = check_choice("gaussian_test", gaussian_test, ("dagostino", "shapiro"))
+    seed = check_int("seed", seed)
+    progress = check_bool("progress", progress)
+    if recorder is not None and not isinstance(recorder, GradientRecorder):
+        raise TypeError(
+            f"recorder must be a GradientRecorder or None, got {type(recorder).__name__}"
+        )
     t0 = time.perf_counter()
     given = recorder is not None
     notes: list[str] = []
@@ -261,15 +293,13 @@ def analyze_gradients(
     note(f"{label}: covariance spectrum of per-sample gradients", enabled=progress)
     t = time.perf_counter()
     cov = gradient_covariance_spectrum(model, loss_fn, data, k=k, **opts)
-    cov_fit = _try_fit(fit_spectrum, cov.eigenvalues.numpy(), alpha, "covariance spectrum", notes)
+    cov_fit = try_fit(fit_spectrum, cov.eigenvalues.numpy(), alpha, "covariance spectrum", notes)
     noise = noise_fit = None
     if noise_batch_size is not None:
         noise = gradient_covariance_spectrum(
             model, loss_fn, data, k=k, noise_batch_size=noise_batch_size, **opts,
         )  # fmt: skip
-        noise_fit = _try_fit(
-            fit_spectrum, noise.eigenvalues.numpy(), alpha, "noise spectrum", notes
-        )
+        noise_fit = try_fit(fit_spectrum, noise.eigenvalues.numpy(), alpha, "noise spectrum", notes)
     timings["spectra"] = time.perf_counter() - t
 
     tails: dict[str, TailTests] = {}
@@ -306,7 +336,9 @@ def analyze_gradients(
         "gaussian_test": gaussian_test,
         "seed": seed,
         "mode": mode,
-        "dtype": next(model.parameters()).dtype if dtype is None else dtype,
+        "dtype": str(next(model.parameters()).dtype if dtype is None else dtype).removeprefix(
+            "torch."
+        ),
         "recorded_steps": None if recorder is None else len(recorder.steps),
         "recorded_coordinates": None if recorder is None else len(recorder.coordinates),
         "full_gradients": None if recorder is None else len(recorder.full_gradients),

@@ -1,7 +1,7 @@
 """P1's Hessian-spectrum analysis in one call: :func:`analyze_hessian` → :class:`HessianReport`.
 
 Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011
-(2022) (methods.md §1): the top K eigenvalues of the full-training-loss Hessian, the power-law
+(2022): the top K eigenvalues of the full-training-loss Hessian, the power-law
 fit with the cutoff at λ_K and its KS decision, the same for the eigengaps, λ_1, Tr(H) and the
 spectral density.
 
@@ -14,6 +14,7 @@ Nothing is computed here: one :class:`~fastspec.curvature.HessianOperator` is bu
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -26,11 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastspec.analysis._io import atomic_dir, plain, read_json, write_json
+from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
+from fastspec.analysis._io import atomic_dir, read_json, write_json
 from fastspec.analysis._progress import PairsBar, note
 from fastspec.curvature.operators import HessianOperator
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
+from fastspec.stats.inputs import check_level
 
 __all__ = ["HessianReport", "analyze_hessian"]
 
@@ -39,7 +42,7 @@ DENSITY_GRID = 400
 
 
 @dataclass(frozen=True, eq=False)
-class HessianReport:
+class HessianReport(AsDict):
     """The Hessian-spectrum analysis of one model at one point.
 
     Attributes:
@@ -63,6 +66,8 @@ class HessianReport:
         extra: caller's metadata (training summary, ...), stored as given.
     """
 
+    _dict_properties = ("kind", "lambda_max")
+
     label: str
     eigenvalues: np.ndarray
     residuals: np.ndarray
@@ -81,6 +86,11 @@ class HessianReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def kind(self) -> str:
+        """What the report is, in its saved form: ``"hessian"``."""
+        return "hessian"
+
+    @property
     def lambda_max(self) -> float:
         """λ_1."""
         return float(self.eigenvalues[0])
@@ -90,47 +100,37 @@ class HessianReport:
         """Number of eigenvalues computed."""
         return int(self.eigenvalues.shape[0])
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (what :meth:`save` writes as ``report.json``)."""
-        return plain(
-            {
-                "kind": "hessian",
-                "label": self.label,
-                "settings": self.settings,
-                "lambda_max": self.lambda_max,
-                "eigenvalues": self.eigenvalues,
-                "residuals": self.residuals,
-                "converged": self.converged,
-                "spectrum_fit": None if self.spectrum_fit is None else self.spectrum_fit.to_dict(),
-                "eigengap_fit": None if self.eigengap_fit is None else self.eigengap_fit.to_dict(),
-                "trace": None if self.trace is None else self.trace.to_dict(),
-                "density": None if self.density is None else self.density.to_dict(),
-                "density_curve": {
-                    "grid": self.density_grid,
-                    "values": self.density_values,
-                    "sigma": self.density_sigma,
-                },
-                "timings": self.timings,
-                "matvecs": self.matvecs,
-                "notes": list(self.notes),
-                "extra": self.extra,
-            }
-        )
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HessianReport:
-        """Rebuild a report from :meth:`to_dict`'s output (e.g. a saved ``report.json``)."""
-        if data.get("kind") != "hessian":
-            raise ValueError(f"not a Hessian report (kind={data.get('kind')!r})")
+        """Rebuild a report from :meth:`to_dict`'s output (e.g. a saved ``report.json``).
+
+        Raises:
+            ValueError: ``data`` is not a Hessian report, or an entry is missing or malformed.
+        """
+        if not isinstance(data, dict) or data.get("kind") != "hessian":
+            kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a Hessian report (kind={kind!r})")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"a malformed Hessian report: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> HessianReport:
         dens = data["density"]
-        curve = data["density_curve"]
+        # saved before the density curve's fields were stored flat: a "density_curve" object
+        curve = data.get("density_curve") or {
+            "grid": data["density_grid"],
+            "values": data["density_values"],
+            "sigma": data["density_sigma"],
+        }
         return cls(
             label=data["label"],
             eigenvalues=np.asarray(data["eigenvalues"], dtype=np.float64),
             residuals=np.asarray(data["residuals"], dtype=np.float64),
             converged=np.asarray(data["converged"], dtype=bool),
-            spectrum_fit=_fit(data["spectrum_fit"]),
-            eigengap_fit=_fit(data["eigengap_fit"]),
+            spectrum_fit=fit_from_dict(data["spectrum_fit"]),
+            eigengap_fit=fit_from_dict(data["eigengap_fit"]),
             trace=None if data["trace"] is None else TraceResult(**data["trace"]),
             density=None
             if dens is None
@@ -154,8 +154,14 @@ class HessianReport:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HessianReport:
-        """Read a report saved by :meth:`save` (its directory or its ``report.json``)."""
-        return cls.from_dict(read_json(path))
+        """Read a report saved by :meth:`save` (its directory or its ``report.json``).
+
+        Raises:
+            FileNotFoundError: no report at ``path``.
+            ValueError: the file is not JSON, or not a complete Hessian report (the message
+                names the file).
+        """
+        return load_report(cls, path)
 
     def summary(self) -> str:
         """A readable multi-line summary for the console."""
@@ -166,9 +172,11 @@ class HessianReport:
     def save(
         self, directory: str | os.PathLike[str], *, plots: bool = True, overwrite: bool = False
     ) -> Path:
-        """Write ``report.json``, ``summary.txt`` and (``plots``) ``spectrum.png`` (rank–
-        eigenvalue on log–log axes with the fitted law, eigenvalues and eigengaps),
-        ``ccdf.png`` and ``density.png`` into ``directory``, atomically.
+        """Write the report's files into ``directory``, atomically.
+
+        Write ``report.json``, ``summary.txt`` and (``plots``) ``spectrum.png`` (rank– eigenvalue on
+        log–log axes with the fitted law, eigenvalues and eigengaps), ``ccdf.png`` and
+        ``density.png`` into ``directory``, atomically.
 
         Returns:
             The directory.
@@ -178,8 +186,11 @@ class HessianReport:
         return Path(directory)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
-        """Write the report's files into an existing directory (used by :meth:`save` and by
-        reports that contain this one)."""
+        """Write the report's files into an existing directory.
+
+        Write the report's files into an existing directory (used by :meth:`save` and by reports
+        that contain this one).
+        """
         write_json(directory / "report.json", self.to_dict())
         (directory / "summary.txt").write_text(self.summary() + "\n")
         if plots:
@@ -188,8 +199,23 @@ class HessianReport:
             P.hessian_figures(self, directory)
 
 
-def _fit(d: dict[str, Any] | None) -> SpectrumFit | None:
+def fit_from_dict(d: dict[str, Any] | None) -> SpectrumFit | None:
+    """A :class:`~fastspec.stats.SpectrumFit` from its ``to_dict()`` form (``None`` stays)."""
     return None if d is None else SpectrumFit(**d)
+
+
+def load_report(cls: Any, path: str | os.PathLike[str]) -> Any:
+    """``cls.from_dict`` of the JSON at ``path``, with errors that name the file."""
+    try:
+        data = read_json(path)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a report (invalid JSON: {exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a report (not a text file)") from None
+    try:
+        return cls.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 Loss = Callable[..., torch.Tensor]
@@ -233,14 +259,19 @@ def analyze_hessian(
         k: eigenvalues to compute (P1: 1000 for FCN/LeNet); ``2 <= k < P``.
         tol: eigsh's relative residual tolerance (float32 reaches about 1e-4 at best).
         dtype: compute dtype, float32 or float64 (default: the parameters').
-        params, mode, hvp, batch_loss, max_samples: the operator's options
-            (:class:`fastspec.curvature.HessianOperator`).
-        block_size, max_basis: eigsh's options.
+        params: parameter selection (:class:`fastspec.curvature.HessianOperator`, as the four
+            options below).
+        mode: ``"eval"`` (default) or ``"train"``.
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"``.
+        batch_loss: hook ``batch_loss(model, batch) -> scalar`` for batches that are not pairs.
+        max_samples: use only the first ``max_samples`` samples of ``data``.
+        block_size: eigsh's block size (default: its choice).
+        max_basis: eigsh's largest basis (default: its choice).
         alpha: level of the KS decisions.
         trace_matvecs: products for Tr(H) (None: no trace).
         trace_method: ``"hutch++"`` or ``"hutchinson"``.
-        density_probes: SLQ probes (None: no density); density_steps: Lanczos steps per probe
-            (capped at P).
+        density_probes: SLQ probes (None: no density).
+        density_steps: Lanczos steps per probe (capped at P).
         seed: eigsh uses ``seed``, the trace ``seed + 1``, SLQ ``seed + 2``.
         label: the report's name.
         progress: progress bar for eigsh and one line per step on stderr.
@@ -253,8 +284,15 @@ def analyze_hessian(
         TypeError, ValueError: bad arguments (``k`` outside ``[2, P)``, ...), or model and data
             that do not fit together.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = check_int("k", k, minimum=2)
+    tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    alpha = check_level(alpha)
+    trace_matvecs = check_int("trace_matvecs", trace_matvecs, minimum=1, none_ok=True)
+    trace_method = check_choice("trace_method", trace_method, ("hutch++", "hutchinson"))
+    density_probes = check_int("density_probes", density_probes, minimum=1, none_ok=True)
+    density_steps = check_int("density_steps", density_steps, minimum=1)
+    seed = check_int("seed", seed)
+    progress = check_bool("progress", progress)
     t_start = time.perf_counter()
     op = HessianOperator(
         model, loss_fn, data, params=params, mode=mode, dtype=dtype, hvp=hvp,
@@ -269,12 +307,12 @@ def analyze_hessian(
 
     note(f"{label}: top-{k} Hessian eigenpairs (P = {P:,})", enabled=progress)
     t = time.perf_counter()
-    bar = PairsBar(int(k), f"{label}: eigsh") if progress else None
+    bar = PairsBar(k, f"{label}: eigsh") if progress else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
             eig = eigsh(
-                op, int(k), tol=tol, block_size=block_size, max_basis=max_basis, seed=seed,
+                op, k, tol=tol, block_size=block_size, max_basis=max_basis, seed=seed,
                 progress=bar or False,
             )  # fmt: skip
         finally:
@@ -290,8 +328,8 @@ def analyze_hessian(
     ev = eig.eigenvalues.detach().cpu().double().numpy()
 
     t = time.perf_counter()
-    spectrum_fit = _try_fit(fit_spectrum, ev, alpha, "eigenvalues", notes)
-    eigengap_fit = _try_fit(fit_eigengaps, ev, alpha, "eigengaps", notes)
+    spectrum_fit = try_fit(fit_spectrum, ev, alpha, "eigenvalues", notes)
+    eigengap_fit = try_fit(fit_eigengaps, ev, alpha, "eigengaps", notes)
     timings["fits"] = time.perf_counter() - t
 
     tr = None
@@ -315,12 +353,12 @@ def analyze_hessian(
     timings["total"] = time.perf_counter() - t_start
 
     settings = {
-        "k": int(k),
+        "k": k,
         "tol": tol,
         "alpha": alpha,
         "seed": seed,
-        "dtype": op.dtype,
-        "device": op.device,
+        "dtype": str(op.dtype).removeprefix("torch."),
+        "device": str(op.device),
         "num_params": P,
         "num_samples": op.num_samples,
         "mode": mode,
@@ -354,7 +392,7 @@ def analyze_hessian(
     )
 
 
-def _try_fit(
+def try_fit(
     fit: Callable[..., SpectrumFit], ev: np.ndarray, alpha: float, what: str, notes: list[str]
 ) -> SpectrumFit | None:
     """The fit, or None with a note when the values admit none (too few positive values)."""

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspec.curvature.data import as_batches, to_device
+from fastspec.batches import as_batches, to_device
 
 __all__ = ["SpecError", "check_compatible", "load_data", "load_loss", "load_model", "load_values"]
 

@@ -1,6 +1,6 @@
 """Spectral summaries at training checkpoints: :class:`SpectrumTracker`.
 
-P1 (Xie et al., arXiv:2201.13011; methods.md §1) tracks λ_1, Tr(H), the power-law slope ŝ and
+P1 (Xie et al., arXiv:2201.13011) tracks λ_1, Tr(H), the power-law slope ŝ and
 the KS distance d_ks over training and correlates them with the test loss / error (Pearson r up
 to 0.98 between d_ks and test loss). Each :meth:`SpectrumTracker.record` runs
 :func:`~fastspec.analysis.analyze_hessian` (no density) at the model's current parameters and
@@ -9,6 +9,7 @@ keeps its numbers; :meth:`SpectrumTracker.correlations` gives scipy's Pearson r.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -17,10 +18,17 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fastspec.analysis._io import atomic_dir, plain, write_json
+from fastspec._checks import check_int, to_plain
+from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.params import select_parameters
 
 __all__ = ["SpectrumTracker"]
+
+#: what ``**options`` may hold: analyze_hessian's keywords but those the tracker sets itself
+OPTIONS = frozenset(inspect.signature(analyze_hessian).parameters) - {
+    "model", "loss_fn", "data", "k", "density_probes", "density_steps", "extra",
+}  # fmt: skip
 
 #: the spectral columns every row has
 SPECTRAL = ("lambda_max", "trace", "trace_se", "s", "beta", "ks", "ks_critical", "is_power_law")
@@ -48,8 +56,21 @@ class SpectrumTracker:
     def __init__(self, model: nn.Module, loss_fn: Any, data: Any, *, k: int = 100, **options: Any):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if "density_probes" in options:
+        if "density_probes" in options or "density_steps" in options:
             raise ValueError("SpectrumTracker computes no density; drop density_probes")
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"SpectrumTracker got unknown option(s) {unknown}; it accepts {sorted(OPTIONS)}"
+            )
+        k = check_int("k", k, minimum=2)
+        P = sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if n in set(select_parameters(model, options.get("params")))
+        )
+        if k >= P:
+            raise ValueError(f"k must satisfy 2 <= k < P = {P} (the number of parameters), got {k}")
         self.model, self.loss_fn, self.data, self.k = model, loss_fn, data, k
         self.options = options
         self.rows: list[dict[str, Any]] = []
@@ -64,6 +85,14 @@ class SpectrumTracker:
         Returns:
             The checkpoint's :class:`HessianReport`.
         """
+        step = check_int("step", step)
+        for name, value in metrics.items():
+            if name in SPECTRAL or name in ("step", "num_converged", "matvecs", "seconds"):
+                raise ValueError(f"metric name {name!r} clashes with a tracked column")
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"metric {name} must be a real number, got {value!r}") from None
         options = {"label": f"step {step}", **self.options}
         report = analyze_hessian(
             self.model, self.loss_fn, self.data, k=self.k, density_probes=None, **options
@@ -83,10 +112,7 @@ class SpectrumTracker:
             "matvecs": sum(report.matvecs.values()),
             "seconds": report.timings["total"],
         }
-        for name, value in metrics.items():
-            if name in row:
-                raise ValueError(f"metric name {name!r} clashes with a tracked column")
-            row[name] = float(value)
+        row.update({name: float(value) for name, value in metrics.items()})
         self.rows.append(row)
         return report
 
@@ -102,9 +128,11 @@ class SpectrumTracker:
         return np.array([np.nan if r.get(name) is None else r[name] for r in self.rows], float)
 
     def correlations(self, metric: str = "test_loss") -> dict[str, float]:
-        """Pearson r (``scipy.stats.pearsonr``) of λ_1, Tr(H), ŝ and d_ks with ``metric`` over
-        the checkpoints where both are finite (NaN with fewer than 3 such, or a constant
-        column)."""
+        """Pearson r of λ_1, Tr(H), ŝ and d_ks with ``metric`` over the checkpoints.
+
+        Pearson r (``scipy.stats.pearsonr``) of λ_1, Tr(H), ŝ and d_ks with ``metric`` over the
+        checkpoints where both are finite (NaN with fewer than 3 such, or a constant column).
+        """
         from scipy import stats
 
         y = self.column(metric)
@@ -125,7 +153,7 @@ class SpectrumTracker:
 
     def to_dict(self) -> dict[str, Any]:
         """Rows, settings and the correlations with every metric."""
-        return plain(
+        return to_plain(
             {
                 "kind": "tracker",
                 "k": self.k,
@@ -154,7 +182,7 @@ class SpectrumTracker:
                 ("λ_1", self.column("lambda_max"), None),
                 ("Tr(H) (Hutch++)", self.column("trace"), None),
                 ("power-law slope ŝ", self.column("s"), None),
-                ("KS distance d_ks", self.column("ks"), float(np.nanmax(crit))),
+                ("KS distance d_ks", self.column("ks"), _finite_max(crit)),
             ]
             series += [(m, self.column(m), None) for m in self.metrics()]
             series_figure(
@@ -165,3 +193,9 @@ class SpectrumTracker:
 
 def _jsonable(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _finite_max(x: np.ndarray) -> float | None:
+    """The largest finite value (no fit at any checkpoint, e.g. k below min_k: ``None``)."""
+    finite = x[np.isfinite(x)]
+    return float(finite.max()) if finite.size else None

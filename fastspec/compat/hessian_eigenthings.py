@@ -1,6 +1,7 @@
-"""hessian-eigenthings' classic ``compute_hessian_eigenthings`` on fastspec's solver: change
-``from hessian_eigenthings import compute_hessian_eigenthings`` to
-``from fastspec.compat.hessian_eigenthings import compute_hessian_eigenthings``.
+"""hessian-eigenthings' classic ``compute_hessian_eigenthings`` on fastspec's solver.
+
+change ``from hessian_eigenthings import compute_hessian_eigenthings`` to ``from
+fastspec.compat.hessian_eigenthings import compute_hessian_eigenthings``.
 
 The signature and return value are those of the classic API (hessian-eigenthings 0.0.x, which
 the 1.0 rewrite dropped): ``(eigenvals, eigenvecs)``, numpy arrays of shape ``[K]`` and
@@ -41,9 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastspec.compat._common import check_device, check_positive_int, check_tol, trainable_names
+from fastspec._checks import check_bool, check_choice, check_float, check_int
+from fastspec.batches import as_batches
+from fastspec.compat.common import check_device, check_tol, trainable_names
 from fastspec.curvature import HessianOperator
-from fastspec.curvature.data import as_batches
 from fastspec.linalg import eigsh
 
 __all__ = ["compute_hessian_eigenthings"]
@@ -72,7 +74,9 @@ def compute_hessian_eigenthings(
     seed: int | None = None,
     **kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``num_eigenthings`` Hessian eigenpairs of ``loss(model(inputs), targets)`` over
+    """Top ``num_eigenthings`` Hessian eigenpairs, as hessian-eigenthings returns them.
+
+    Top ``num_eigenthings`` Hessian eigenpairs of ``loss(model(inputs), targets)`` over
     ``dataloader``.
 
     Args:
@@ -92,12 +96,12 @@ def compute_hessian_eigenthings(
         ``(eigenvals [K], eigenvecs [K, P])`` numpy arrays.
     """
     check_device(model, use_gpu, "use_gpu")
-    k = check_positive_int("num_eigenthings", num_eigenthings)
-    check_positive_int("max_possible_gpu_samples", max_possible_gpu_samples)
-    if fp16 is not False:
+    k = check_int("num_eigenthings", num_eigenthings, minimum=1)
+    check_int("max_possible_gpu_samples", max_possible_gpu_samples, minimum=1)
+    full_dataset = check_bool("full_dataset", full_dataset)
+    if check_bool("fp16", fp16):
         raise ValueError("fp16=True is not supported: fastspec computes in float32 or float64")
-    if mode not in ("power_iter", "lanczos"):
-        raise ValueError(f"Unsupported mode {mode!r} (must be 'power_iter' or 'lanczos')")
+    check_choice("mode", mode, ("power_iter", "lanczos"))
     allowed = _POWER_ITER if mode == "power_iter" else _LANCZOS
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -119,21 +123,18 @@ def compute_hessian_eigenthings(
     v0 = None
     which: Any
     if mode == "power_iter":
-        check_positive_int("power_iter_steps", opts["power_iter_steps"])
+        check_int("power_iter_steps", opts["power_iter_steps"], minimum=1)
         tol = check_tol("power_iter_err_threshold", opts["power_iter_err_threshold"])
-        if not isinstance(opts["momentum"], (int, float)):
-            raise TypeError(f"momentum must be a number, got {type(opts['momentum']).__name__}")
+        check_float("momentum", opts["momentum"])
         which = "LM"
     else:
-        check_positive_int("max_steps", opts["max_steps"])
-        if opts["num_lanczos_vectors"] is not None:
-            check_positive_int("num_lanczos_vectors", opts["num_lanczos_vectors"])
+        check_int("max_steps", opts["max_steps"], minimum=1)
+        check_int("num_lanczos_vectors", opts["num_lanczos_vectors"], minimum=1, none_ok=True)
         tol = check_tol("tol", opts["tol"])
         which = opts["which"]
-        if which not in ("LM", "LA", "SA"):
-            raise ValueError(
-                f"which must be 'LM', 'LA' or 'SA', got {which!r} ('SM' needs shift-invert)"
-            )
+        if which == "SM":
+            raise ValueError("which='SM' is not supported: interior eigenvalues need shift-invert")
+        check_choice("which", which, ("LM", "LA", "SA"))
         if opts["init_vec"] is not None:
             v0 = torch.as_tensor(opts["init_vec"]).reshape(-1).to(op.device, op.dtype)
             if v0.shape[0] != P:

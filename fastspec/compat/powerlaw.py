@@ -1,5 +1,7 @@
-"""The ``powerlaw`` package's ``Fit`` on :mod:`fastspec.stats`: change ``import powerlaw`` to
-``from fastspec.compat import powerlaw`` and keep ``powerlaw.Fit(data, ...)``.
+"""The ``powerlaw`` package's ``Fit`` on :mod:`fastspec.stats`.
+
+change ``import powerlaw`` to ``from fastspec.compat import powerlaw`` and keep ``powerlaw.Fit(data,
+...)``.
 
 ``Fit`` chooses xmin, fits the exponent and compares distributions as ``powerlaw`` 2.0 does by
 default (Clauset et al. 2009: xmin minimising the KS distance over every distinct value but the two
@@ -46,23 +48,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from fastspec._checks import check_bool
 from fastspec.stats import ALTERNATIVES, PowerLaw
-from fastspec.stats._checks import as_float_vector
-from fastspec.stats.alternatives import _vuong, fit_alternative, loglikelihoods
+from fastspec.stats.alternatives import PARAMETERS, fit_alternative, loglikelihoods, vuong
+from fastspec.stats.inputs import as_float_vector
 
 __all__ = ["Alternative", "Fit", "Power_Law"]
 
-_PARAMETER_NAMES = {
-    "lognormal": ("mu", "sigma"),
-    "exponential": ("Lambda",),
-    "stretched_exponential": ("Lambda", "beta"),
-    "truncated_power_law": ("alpha", "Lambda"),
-}
-
 
 class Power_Law:  # the original name
-    """The fitted power law (``fit.power_law``): the package's attribute names over a
-    :class:`fastspec.stats.PowerLaw`."""
+    """The fitted power law (``fit.power_law``).
+
+    the package's attribute names over a :class:`fastspec.stats.PowerLaw`.
+    """
 
     name = "power_law"
 
@@ -95,7 +93,7 @@ class Power_Law:  # the original name
         return self.ccdf(data) if survival else self.fit.cdf(self.data if data is None else data)
 
     def loglikelihoods(self, data: Any = None) -> np.ndarray:
-        """log p(x) of each value of ``data`` (default: the tail; all values must be >= xmin)."""
+        """Log p(x) of each value of ``data`` (default: the tail; all values must be >= xmin)."""
         with np.errstate(divide="ignore"):
             return np.log(self.pdf(data))
 
@@ -119,9 +117,12 @@ class Power_Law:  # the original name
 
 
 class Alternative:
-    """A fitted alternative (``fit.lognormal``, ``fit.exponential``,
-    ``fit.stretched_exponential``, ``fit.truncated_power_law``) on the power law's tail, by
-    :func:`fastspec.stats.alternatives.fit_alternative`."""
+    """A fitted alternative distribution on the power law's tail.
+
+    A fitted alternative (``fit.lognormal``, ``fit.exponential``, ``fit.stretched_exponential``,
+    ``fit.truncated_power_law``) on the power law's tail, by
+    :func:`fastspec.stats.alternatives.fit_alternative`.
+    """
 
     def __init__(self, name: str, power_law: PowerLaw) -> None:
         self.name = name
@@ -132,7 +133,7 @@ class Alternative:
         self.theta = fit_alternative(
             self.data, self.xmin, name, discrete=self.discrete, power_law=power_law
         )
-        self.parameters = dict(zip(_PARAMETER_NAMES[name], (float(v) for v in self.theta)))
+        self.parameters = dict(zip(PARAMETERS[name], (float(v) for v in self.theta)))
         for i, (key, value) in enumerate(self.parameters.items(), start=1):
             setattr(self, key, value)
             setattr(self, f"parameter{i}", value)
@@ -141,7 +142,7 @@ class Alternative:
         self.n = self.data.size
 
     def loglikelihoods(self, data: Any = None) -> np.ndarray:
-        """log p(x) of each value of ``data`` (default: the tail; all values must be >= xmin)."""
+        """Log p(x) of each value of ``data`` (default: the tail; all values must be >= xmin)."""
         x = self.data if data is None else np.asarray(data, dtype=np.float64)
         return loglikelihoods(x, self.xmin, self.name, self.theta, discrete=self.discrete)
 
@@ -160,8 +161,9 @@ class Alternative:
 
 
 class Fit:
-    """``powerlaw.Fit``: choose xmin and fit a power law to the tail of ``data``; the other
-    distributions are fitted on first access (``fit.lognormal``...).
+    """``powerlaw.Fit``: choose xmin and fit a power law to the tail of ``data``.
+
+    the other distributions are fitted on first access (``fit.lognormal``...).
 
     Args:
         data: [N] values (non-positive ones are dropped with a warning).
@@ -204,10 +206,8 @@ class Fit:
             parameter_constraints=parameter_constraints, xmin_distance=xmin_distance,
             xmin_distribution=xmin_distribution,
         )  # fmt: skip
-        if estimate_discrete not in (None, True, False):
-            raise TypeError(
-                f"estimate_discrete must be None, True or False, got {estimate_discrete!r}"
-            )
+        if estimate_discrete is not None:
+            estimate_discrete = check_bool("estimate_discrete", estimate_discrete)
         x = as_float_vector("data", data, min_size=2)
         if (x <= 0).any():
             warnings.warn(
@@ -217,7 +217,7 @@ class Fit:
             )
             x = x[x > 0]
         self.data_original = data
-        self.discrete = bool(discrete)
+        self.discrete = check_bool("discrete", discrete)
         self.xmax = None
         self.xmin_distance = "D"
         self.fit_method = "likelihood"
@@ -252,37 +252,46 @@ class Fit:
 
     @functools.cached_property
     def power_law(self) -> Power_Law:
+        """The fitted power law."""
         return Power_Law(self._power_law)
 
     @functools.cached_property
     def lognormal(self) -> Alternative:
+        """The lognormal fitted to the tail."""
         return Alternative("lognormal", self._power_law)
 
     @functools.cached_property
     def exponential(self) -> Alternative:
+        """The exponential fitted to the tail."""
         return Alternative("exponential", self._power_law)
 
     @functools.cached_property
     def stretched_exponential(self) -> Alternative:
+        """The stretched exponential fitted to the tail."""
         return Alternative("stretched_exponential", self._power_law)
 
     @functools.cached_property
     def truncated_power_law(self) -> Alternative:
+        """The power law with exponential cutoff fitted to the tail."""
         return Alternative("truncated_power_law", self._power_law)
 
     @property
     def alpha(self) -> float:
+        """The power law's exponent."""
         return self._power_law.alpha
 
     @property
     def sigma(self) -> float:
+        """The standard error of alpha."""
         return self._power_law.sigma
 
     @property
     def D(self) -> float:  # the original name
+        """The KS distance of the power-law fit."""
         return self._power_law.ks
 
     def distribution(self, name: str) -> Power_Law | Alternative:
+        """The KS distance of the power-law fit."""
         """The fitted distribution ``name`` (one of ``supported_distributions``)."""
         if name not in self.supported_distributions:
             raise ValueError(
@@ -293,13 +302,16 @@ class Fit:
     def distribution_compare(
         self, dist1: str, dist2: str, nested: bool | None = None, normalized_ratio: bool = False
     ) -> tuple[float, float]:
-        """Vuong's likelihood-ratio test on the tail: ``(R, p)``, R > 0 favouring ``dist1``
-        (``normalized_ratio=True``: R / sqrt(n var) instead of R). ``nested=None`` treats the
-        pair as nested when one name contains the other (power law in truncated power law)."""
+        """Vuong's likelihood-ratio test on the tail.
+
+        ``(R, p)``, R > 0 favouring ``dist1`` (``normalized_ratio=True``: R / sqrt(n var) instead of
+        R). ``nested=None`` treats the pair as nested when one name contains the other (power law in
+        truncated power law).
+        """
         d1, d2 = self.distribution(dist1), self.distribution(dist2)
         if nested is None:
             nested = dist1 in dist2 or dist2 in dist1
-        r, r_norm, p = _vuong(d1.loglikelihoods(), d2.loglikelihoods(), nested=bool(nested))
+        r, r_norm, p = vuong(d1.loglikelihoods(), d2.loglikelihoods(), nested=bool(nested))
         return (r_norm if normalized_ratio else r), p
 
     def loglikelihood_ratio(
@@ -317,8 +329,11 @@ class Fit:
         return np.sort(x[x > 0])
 
     def cdf(self, original_data: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``(X, F)``: the distinct values and the fraction of the data strictly below each (the
-        package's convention)."""
+        """``(X, F)``.
+
+        the distinct values and the fraction of the data strictly below each (the package's
+        convention).
+        """
         x = self._values(original_data)
         unique, first = np.unique(x, return_index=True)
         return unique, first / x.size
@@ -331,8 +346,11 @@ class Fit:
     def pdf(
         self, original_data: bool = False, linear_bins: bool = False, bins: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(edges, density)``: a normalised histogram, log-spaced bins (10 per decade) unless
-        ``linear_bins`` or ``bins`` is given."""
+        """``(edges, density)``.
+
+        a normalised histogram, log-spaced bins (10 per decade) unless ``linear_bins`` or ``bins``
+        is given.
+        """
         x = self._values(original_data)
         lo, hi = float(x.min()), float(x.max())
         if bins is None and linear_bins:

@@ -1,5 +1,7 @@
-"""PyHessian's ``hessian`` class on fastspec's solvers: change ``from pyhessian import hessian`` to
-``from fastspec.compat.pyhessian import hessian`` and keep the calls.
+"""PyHessian's ``hessian`` class on fastspec's solvers.
+
+change ``from pyhessian import hessian`` to ``from fastspec.compat.pyhessian import hessian`` and
+keep the calls.
 
 =================================  ===================================================================
 PyHessian 0.1                      here
@@ -10,8 +12,8 @@ top_n)``                           with deflation converges to) by :func:`fastsp
                                    is within ``tol`` relative of the exact one (Bauer-Fike). Returns
                                    ``(list of floats, list of lists of per-parameter tensors)``,
                                    by descending magnitude, eigenvectors of unit norm.
-``trace(maxIter, tol)``            Hutchinson's estimator (Rademacher probes, fastspec's
-                                   :mod:`fastspec.linalg.trace` kernel, probes in blocks of 8) with
+``trace(maxIter, tol)``            Hutchinson's estimator (Rademacher probes, in blocks of 8 per
+                                   batched Hessian-vector product) with
                                    PyHessian's stopping rule; returns the list of per-probe
                                    ``vᵀHv`` (their mean is the estimate).
 ``density(iter, n_v)``             stochastic Lanczos quadrature, :func:`fastspec.linalg.slq`
@@ -36,9 +38,13 @@ one graph per batch, as long as they fit in ``GRAPH_CACHE_BYTES``; see
   ``benchmarks/results/compat_vs_originals.md``); here ``tol`` bounds each pair's residual.
   PyHessian also normalises by ``‖v‖ + 1e-6``, which biases its eigenvalues low by the factor
   ``(1 + 1e-6)⁻²`` at any tolerance (tested). ``maxIter`` is checked but the solver runs to
-  ``tol`` (unconverged pairs raise :class:`fastspec.linalg.ConvergenceWarning`).
-* ``trace``: PyHessian's stopping test divides by ``trace + 1e-6`` without an absolute value,
-  so a negative trace stops it after two probes; here the denominator is ``|trace| + 1e-6``.
+  ``tol`` (unconverged pairs raise :class:`fastspec.linalg.ConvergenceWarning`). Every real
+  ``tol`` PyHessian accepts is accepted: it is clamped to ``[TIGHTEST_TOL, 0.5]`` (so ``tol=0``,
+  "run every iteration" there, asks for the tightest residual the dtype allows).
+* ``trace``: any real ``tol`` and any ``maxIter >= 0``, as in PyHessian (``tol <= 0`` runs all
+  ``maxIter`` probes). PyHessian's stopping test divides by ``trace + 1e-6`` without an
+  absolute value, so a negative trace stops it after two probes; here the denominator is
+  ``|trace| + 1e-6``.
 * ``density``: PyHessian 0.1 calls ``torch.eig``, removed in torch 1.13, so on current torch it
   raises; here it works. Nodes are ascending; a probe whose Krylov space closes early returns
   fewer than ``iter`` nodes (PyHessian would pad with zero-weight nodes).
@@ -52,22 +58,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastspec.compat._common import (
-    check_device,
-    check_positive_int,
-    check_tol,
-    trainable_names,
-    unflatten,
-)
+from fastspec._checks import check_float, check_int
+from fastspec.compat.common import check_device, trainable_names, unflatten
 from fastspec.curvature import HessianOperator
 from fastspec.linalg import eigsh, slq
-from fastspec.linalg._random import make_generator
-from fastspec.linalg.trace import _quadratic_forms
 
 __all__ = ["hessian"]
 
 #: Hutchinson probes per batched Hessian-vector product in :meth:`hessian.trace`
 TRACE_BLOCK = 8
+
+#: the tightest residual tolerance :meth:`hessian.eigenvalues` asks of eigsh, per dtype: what
+#: PyHessian's ``tol <= 0`` ("run every iteration") becomes; ``tol >= 1`` becomes 0.5
+TIGHTEST_TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
 
 class hessian:  # the original name
@@ -126,9 +129,10 @@ class hessian:  # the original name
             ``(eigenvalues, eigenvectors)``: a list of ``top_n`` floats and a list of ``top_n``
             eigenvectors, each a list of tensors shaped like the parameters (unit norm overall).
         """
-        check_positive_int("maxIter", maxIter)
-        tol = check_tol("tol", tol)
-        top_n = check_positive_int("top_n", top_n)
+        check_int("maxIter", maxIter, minimum=0)
+        tol = check_float("tol", tol)
+        top_n = check_int("top_n", top_n, minimum=1)
+        tol = min(max(tol, TIGHTEST_TOL[self.operator.dtype]), 0.5)
         P = self.operator.shape[0]
         if top_n >= P:
             raise ValueError(f"top_n must be < P = {P} (the number of parameters), got {top_n}")
@@ -144,16 +148,28 @@ class hessian:  # the original name
     def trace(
         self, maxIter: int = 100, tol: float = 1e-3, *, seed: int | None = None
     ) -> list[float]:
-        """Hutchinson's per-probe terms ``vᵀHv`` until the running mean changes by less than
-        ``tol`` relative (or ``maxIter`` probes); ``np.mean`` of the list is the estimate."""
-        maxIter = check_positive_int("maxIter", maxIter)
-        tol = check_tol("tol", tol)
-        gen = make_generator(self._seed(seed))
+        """Hutchinson's per-probe terms ``vᵀHv``, with PyHessian's stopping rule.
+
+        Hutchinson's per-probe terms ``vᵀHv`` until the running mean changes by less than ``tol``
+        relative (or ``maxIter`` probes); ``np.mean`` of the list is the estimate.
+        """
+        maxIter = check_int("maxIter", maxIter, minimum=0)
+        tol = check_float("tol", tol)
+        gen = torch.Generator()
+        seed = self._seed(seed)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(check_int("seed", seed))
+        op = self.operator
+        P = op.shape[0]
         terms: list[float] = []
         previous = 0.0
         while len(terms) < maxIter:
             block = min(TRACE_BLOCK, maxIter - len(terms))
-            new = _quadratic_forms(self.operator, block, gen=gen, block_size=block, Q=None)
+            signs = torch.randint(0, 2, (P, block), generator=gen, dtype=torch.int8)
+            Z = (signs.to(op.dtype) * 2 - 1).to(op.device)  # Rademacher probes, as PyHessian's
+            new = (Z * op.matmat(Z)).sum(dim=0).double()
             for value in new.tolist():
                 terms.append(value)
                 mean = sum(terms) / len(terms)
@@ -171,8 +187,8 @@ class hessian:  # the original name
             ``(eigen_list_full, weight_list_full)``: for each probe, its Ritz values (ascending)
             and their weights (summing to 1).
         """
-        iter = check_positive_int("iter", iter)
-        n_v = check_positive_int("n_v", n_v)
+        iter = check_int("iter", iter, minimum=1)
+        n_v = check_int("n_v", n_v, minimum=1)
         res = slq(self.operator, num_probes=n_v, num_steps=iter, seed=self._seed(seed))
         nodes: list[list[float]] = []
         weights: list[list[float]] = []

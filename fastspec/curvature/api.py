@@ -34,9 +34,10 @@ Loss = Optional[Callable[..., torch.Tensor]]
 
 
 def hessian_eigs(model: nn.Module, loss_fn: Loss, data: Any, k: int, **options: Any) -> EigshResult:
-    """Top (or bottom, ``which="SA"``; or both ends, ``"BE"``) ``k`` Hessian eigenpairs of the
-    full-data loss, each certified by its recomputed residual: :func:`fastspec.linalg.eigsh` on
-    a :class:`HessianOperator`.
+    """Top (or bottom, ``which="SA"``.
+
+    or both ends, ``"BE"``) ``k`` Hessian eigenpairs of the full-data loss, each certified by its
+    recomputed residual: :func:`fastspec.linalg.eigsh` on a :class:`HessianOperator`.
 
     ``options``: the operator's (``params``, ``mode``, ``dtype``, ``hvp``, ``batch_loss``,
     ``max_samples``, ``allow_stochastic``, ``cache_graph``) and eigsh's (``which``, ``tol``, ``block_size``,
@@ -71,7 +72,9 @@ def hessian_density(
     seed: int | None = None,
     **operator_options: Any,
 ) -> SLQResult:
-    """Spectral density by stochastic Lanczos quadrature (``result.density(grid, sigma=...)``):
-    :func:`fastspec.linalg.slq` on a :class:`HessianOperator`."""
+    """Spectral density by stochastic Lanczos quadrature (``result.density(grid, sigma=...)``).
+
+    :func:`fastspec.linalg.slq` on a :class:`HessianOperator`.
+    """
     op = HessianOperator(model, loss_fn, data, **operator_options)
     return slq(op, num_probes=num_probes, num_steps=num_steps, seed=seed)

@@ -16,8 +16,7 @@ forward-over-reverse (``"forward_over_reverse"``: ``vmap(jvp(grad))``). ``hvp="a
 product of each on the first block and keeps the faster (the choice is in ``method``). When
 the gradient graphs of all batches fit in memory (``cache_graph``), reverse-over-reverse keeps
 them: every later product is one backward pass through a stored graph, with no forward pass and
-no first backward (digits MLP, 301k parameters: 1.96 gradients per vector, against 3.13 with the
-graph rebuilt for a single vector and 3.45 forward-over-reverse).
+no first backward (costs: ``benchmarks/results/hessian_vs_peers.md``, "Kept gradient graphs").
 
 The GGN and empirical-Fisher operators have the same two choices (``jvp=``) for ``J v``: reverse
 mode through the kept graphs of the output and of ``Jᵀ u`` (the double-backward trick), or
@@ -46,10 +45,19 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fastspec.curvature.data import as_batches, batch_size, pair, to_device, truncate
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
+from fastspec._checks import check_bool, check_choice, check_int
+from fastspec.batches import (
+    as_batches,
+    batch_size,
+    check_finite,
+    loss_error,
+    pair,
+    to_device,
+    truncate,
+)
 from fastspec.linalg import LinearOperator
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["EmpiricalFisherOperator", "GGNOperator", "HessianOperator"]
 
@@ -94,8 +102,7 @@ class _ModelOperator(LinearOperator):
             raise TypeError("batch_loss must be a callable batch_loss(model, batch) -> scalar")
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        if max_samples is not None and int(max_samples) < 1:
-            raise ValueError(f"max_samples must be a positive integer, got {max_samples}")
+        max_samples = check_int("max_samples", max_samples, minimum=1, none_ok=True)
         check_mode(model, mode, allow_stochastic)
         self.model, self.loss_fn, self.batch_loss, self.mode = model, loss_fn, batch_loss, mode
         self.reduction = "mean" if batch_loss is not None else loss_reduction(loss_fn)
@@ -116,9 +123,12 @@ class _ModelOperator(LinearOperator):
         self.param_shapes = {n: tuple(t.shape) for n, t in self._theta.items()}
         P = sum(t.numel() for t in self._theta.values())
         self.shape = (P, P)
-        self.max_samples = None if max_samples is None else int(max_samples)
+        self.max_samples = max_samples
         self._batches = as_batches(data)
-        counts = [n for _, n in self._raw_batches()]
+        counts = []
+        for batch, n in self._raw_batches():  # one pass: count, and refuse NaN/inf early
+            check_finite(batch)
+            counts.append(n)
         self.num_samples, self.num_batches = sum(counts), len(counts)
         if self.num_samples == 0:
             raise ValueError("data is empty: it yielded no samples")
@@ -212,11 +222,14 @@ class _ModelOperator(LinearOperator):
 
 @contextlib.contextmanager
 def _differentiable_kernels() -> Iterator[None]:
-    """The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast
-    path: the same functions with every derivative (flash attention on CPU has neither double
-    backward nor forward-mode AD; the fast path, taken when no input requires grad, has no
-    forward-mode AD). Both are process-wide flags: products switch them inside
-    :func:`~fastspec.curvature.mode.model_mode`, which runs passes one at a time."""
+    """Attention kernels with every derivative, for the products.
+
+    The math attention kernel and no fused ``nn.MultiheadAttention`` / transformer-layer fast path:
+    the same functions with every derivative (flash attention on CPU has neither double backward nor
+    forward-mode AD; the fast path, taken when no input requires grad, has no forward-mode AD). Both
+    are process-wide flags: products switch them inside :func:`~fastspec.mode.model_mode`, which
+    runs passes one at a time.
+    """
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -232,11 +245,13 @@ def _add(out: Params, term: Params) -> None:
 
 
 class _TwoMethods(_ModelOperator):
-    """Products by one of two exact methods: reverse-mode through a graph built per batch
-    (``"double_backward"``), which is kept between products when all batches' graphs fit in
-    memory, or a forward-mode one (``FORWARD``). ``"auto"`` times one product of each on the
-    first block and keeps the faster; ``method`` records the choice and ``method_timings`` the
-    times."""
+    """Products by one of two exact methods.
+
+    reverse-mode through a graph built per batch (``"double_backward"``), which is kept between
+    products when all batches' graphs fit in memory, or a forward-mode one (``FORWARD``). ``"auto"``
+    times one product of each on the first block and keeps the faster; ``method`` records the choice
+    and ``method_timings`` the times.
+    """
 
     FORWARD: str  # the forward-mode method's name
     OPTION: str  # the constructor argument that picks the method
@@ -252,12 +267,9 @@ class _TwoMethods(_ModelOperator):
         cache_graph: bool | None,
         **kwargs: Any,
     ) -> None:
-        if method not in ("auto", *self.methods):
-            raise ValueError(
-                f"{self.OPTION} must be 'auto', 'double_backward' or {self.FORWARD!r}, got {method!r}"
-            )
-        if cache_graph not in (None, True, False):
-            raise TypeError(f"cache_graph must be None, True or False, got {cache_graph!r}")
+        check_choice(self.OPTION, method, ("auto", *self.methods))
+        if cache_graph is not None:
+            cache_graph = check_bool("cache_graph", cache_graph)
         if cache_graph and method == self.FORWARD:
             raise ValueError(
                 "cache_graph=True keeps reverse-mode graphs: use "
@@ -294,6 +306,7 @@ class _TwoMethods(_ModelOperator):
         try:
             return self._product(self.method, index, batch, n, V)
         except (RuntimeError, NotImplementedError) as exc:
+            self._raise_if_data_error(batch, n, exc)
             other = next(m for m in self.methods if m != self.method)
             raise RuntimeError(
                 f"{self.OPTION}={self.method!r} failed for this model: {exc}. A layer may "
@@ -302,8 +315,10 @@ class _TwoMethods(_ModelOperator):
             ) from exc
 
     def _choose_method(self, index: int, batch: Any, n: int, V: Params) -> Params:
-        """Time one product of each method on the first block and keep the faster; a graph
-        that is kept is built outside the timing (later products only run through it)."""
+        """Time one product of each method on the first block and keep the faster.
+
+        a graph that is kept is built outside the timing (later products only run through it).
+        """
         results: dict[str, Params] = {}
         errors: dict[str, str] = {}
         for method in self.methods:
@@ -316,6 +331,7 @@ class _TwoMethods(_ModelOperator):
             except (RuntimeError, NotImplementedError) as exc:
                 errors[method] = str(exc)
         if not results:
+            self._raise_if_data_error(batch, n, None)
             raise RuntimeError(
                 f"no {self.PRODUCT} works for this model (a layer lacks both double-backward "
                 f"and forward-mode support): {errors}"
@@ -324,6 +340,12 @@ class _TwoMethods(_ModelOperator):
         if self.method != "double_backward":
             self._graphs, self.graph_cached = [], False
         return results[self.method]
+
+    def _raise_if_data_error(self, batch: Any, n: int, exc: BaseException | None) -> None:
+        """A clear error when the loss fails on the batch even without derivatives."""
+        error = loss_error(lambda: self._batch_loss(self._theta, batch, n), batch)
+        if error is not None:
+            raise error from exc
 
     def _product(self, method: str, index: int, batch: Any, n: int, V: Params) -> Params:
         if method == self.FORWARD:
@@ -335,7 +357,7 @@ class _TwoMethods(_ModelOperator):
         if index < len(self._graphs):
             return self._graphs[index]
         if self.graph_cached is None:  # decide once, from the first batch's saved tensors
-            probe = _saved_bytes(lambda: self._new_graph(batch, n)) + _nbytes(self._theta)
+            probe = saved_bytes(lambda: self._new_graph(batch, n)) + nbytes(self._theta)
             self.graph_cached = probe * self.num_samples / n <= GRAPH_CACHE_BYTES
         graph = self._new_graph(batch, n)
         if self.graph_cached and index == len(self._graphs):
@@ -346,7 +368,7 @@ class _TwoMethods(_ModelOperator):
 GRAPH_CACHE_BYTES = 2 * 2**30
 
 
-def _saved_bytes(build: Callable[[], Any]) -> int:
+def saved_bytes(build: Callable[[], Any]) -> int:
     """Bytes of the tensors autograd saves while ``build()`` runs (a probe, then freed)."""
     storages: dict[int, int] = {}
 
@@ -360,7 +382,7 @@ def _saved_bytes(build: Callable[[], Any]) -> int:
     return sum(storages.values())
 
 
-def _nbytes(tensors: Params) -> int:
+def nbytes(tensors: Params) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
@@ -426,13 +448,15 @@ class HessianOperator(_TwoMethods):
         # contiguous tangents: vmap's batching rules copy strided ones in every op
         return vmap(one)({k: v.contiguous() for k, v in V.items()})
 
-    def _new_graph(self, batch: Any, n: int) -> _GradientGraph:
-        return _GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
+    def _new_graph(self, batch: Any, n: int) -> GradientGraph:
+        return GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
 
 
-class _GradientGraph:
-    """The gradient of one batch's loss, built with ``create_graph``: each Hessian-vector
-    product is one backward pass through it (reverse-over-reverse)."""
+class GradientGraph:
+    """The gradient of one batch's loss, built with ``create_graph``.
+
+    each Hessian-vector product is one backward pass through it (reverse-over-reverse).
+    """
 
     def __init__(self, loss: Callable[[Params], torch.Tensor], theta: Params) -> None:
         self.leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
@@ -446,15 +470,18 @@ class _GradientGraph:
         ]
 
     def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
-        """``{name: [B, *shape]}`` → the Hessian times each of the ``B`` vectors, added to
-        ``out`` (default: zeros); ``keep=False`` frees the graph after the last vector."""
+        """``{name.
+
+        [B, *shape]}`` → the Hessian times each of the ``B`` vectors, added to ``out`` (default:
+        zeros); ``keep=False`` frees the graph after the last vector.
+        """
         if out is None:
             out = {k: torch.zeros_like(v) for k, v in V.items()}
         if not self.live:
             return out
         B = next(iter(V.values())).shape[0]
         leaves = list(self.leaves.values())
-        for b in range(B):  # one vector at a time: faster than is_grads_batched here (measured)
+        for b in range(B):  # one vector at a time: see hessian_vs_peers.md, "Kept gradient graphs"
             hv = torch.autograd.grad(
                 [g for _, g in self.live], leaves,
                 grad_outputs=[V[name][b] for name, _ in self.live],
@@ -472,12 +499,15 @@ def _add_grads(out: Params, b: int, names: Params, grads: Any) -> None:
 
 
 class _OutputCurvature(_TwoMethods):
-    """``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in
-    output space; no per-sample gradient is ever formed. ``J v`` is taken in reverse mode, as
-    the derivative of ``Jᵀ u`` with respect to ``u`` through the graph of ``Jᵀ u`` (the
-    double-backward trick: ``"double_backward"``, graphs kept like the Hessian's), or in forward
-    mode (``"forward"``: a forward pass per block, then ``vmap(jvp)``); then ``M`` in output
-    space and a backward ``Jᵀ w``."""
+    """``Jᵀ M J`` with ``J`` the Jacobian of the model's output and ``M`` an output curvature.
+
+    ``Jᵀ M J`` with ``J`` the Jacobian of the model's output ``z`` and ``M`` a curvature in output
+    space; no per-sample gradient is ever formed. ``J v`` is taken in reverse mode, as the
+    derivative of ``Jᵀ u`` with respect to ``u`` through the graph of ``Jᵀ u`` (the double-backward
+    trick: ``"double_backward"``, graphs kept like the Hessian's), or in forward mode
+    (``"forward"``: a forward pass per block, then ``vmap(jvp)``); then ``M`` in output space and a
+    backward ``Jᵀ w``.
+    """
 
     FORWARD = "forward"
     OPTION = "jvp"
@@ -526,16 +556,20 @@ class _OutputCurvature(_TwoMethods):
     def _output_curvature(
         self, z: torch.Tensor, targets: Any, n: int
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``M`` for this batch: a function applying it to ``B`` output-space vectors
-        ``[B, *z.shape]``."""
+        """``M`` for this batch.
+
+        a function applying it to ``B`` output-space vectors ``[B, *z.shape]``.
+        """
         raise NotImplementedError
 
 
 class _OutputGraph:
-    """One batch's output ``z = f(θ)`` with its graph, and the graph of ``Jᵀ u`` built with
-    ``create_graph`` at a free ``u``: per vector, ``J v = ∂⟨Jᵀu, v⟩/∂u`` is one backward through
-    the second, ``w = M J v`` is formed in output space, and ``Jᵀ w`` is one backward through
-    the first."""
+    """One batch's output ``z = f(θ)`` and the graph of ``Jᵀ u``, for ``Jᵀ M J`` products.
+
+    One batch's output ``z = f(θ)`` with its graph, and the graph of ``Jᵀ u`` built with
+    ``create_graph`` at a free ``u``: per vector, ``J v = ∂⟨Jᵀu, v⟩/∂u`` is one backward through the
+    second, ``w = M J v`` is formed in output space, and ``Jᵀ w`` is one backward through the first.
+    """
 
     def __init__(
         self,
@@ -556,8 +590,11 @@ class _OutputGraph:
         self.M: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def apply(self, V: Params, *, keep: bool, out: Params | None = None) -> Params:
-        """``{name: [B, *shape]}`` → ``Jᵀ M J`` times each of the ``B`` vectors, added to
-        ``out`` (default: zeros); ``keep=False`` frees the graphs after the last vector."""
+        """``{name.
+
+        [B, *shape]}`` → ``Jᵀ M J`` times each of the ``B`` vectors, added to ``out`` (default:
+        zeros); ``keep=False`` frees the graphs after the last vector.
+        """
         if out is None:
             out = {k: torch.zeros_like(v) for k, v in V.items()}
         if not self.live:
@@ -590,7 +627,7 @@ class GGNOperator(_OutputCurvature):
     or ``"forward"``: how ``J v`` is taken, see :class:`_OutputCurvature`; the choice is in
     ``method``) in place of ``hvp``, and no ``batch_loss``: the loss must be a function of the
     model's output tensor and the targets. ``cache_graph`` keeps the graphs of the output and of
-    ``Jᵀ u`` (digits MLP, block of 2: 35 ms per vector, against 53 ms in forward mode).
+    ``Jᵀ u`` (costs: ``benchmarks/results/fisher_vs_curvlinops.md``, "Kept output graphs").
     """
 
     def _output_curvature(
@@ -608,8 +645,10 @@ class GGNOperator(_OutputCurvature):
 
 
 class EmpiricalFisherOperator(_OutputCurvature):
-    """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample
-    gradients; ℓ_j is ``loss_fn`` on the one-sample batch j).
+    """The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ.
+
+    The empirical Fisher F = (1/N) Σ_j ∇ℓ_j ∇ℓ_jᵀ (uncentred second moment of per-sample gradients;
+    ℓ_j is ``loss_fn`` on the one-sample batch j).
 
     Same arguments as :class:`GGNOperator`. Since ∇ℓ_j = J_jᵀ g_j with g_j = ∇_z ℓ_j the
     per-sample gradient in output space, F v = (1/N) Jᵀ [g_j (g_jᵀ (J v)_j)]_j: a product costs

@@ -1,6 +1,8 @@
-"""Per-sample gradients, their Gram matrix without forming N × P, the covariance spectrum of
-stochastic gradients, and P2's tests of gradient structure (Xie et al., *On the Overlooked
-Structure of Stochastic Gradients*, NeurIPS 2023; methods.md §3).
+"""Per-sample gradients, their Gram matrix, gradient covariance spectra and P2's tests.
+
+Per-sample gradients, their Gram matrix without forming N × P, the covariance spectrum of stochastic
+gradients, and P2's tests of gradient structure (Xie et al., *On the Overlooked Structure of
+Stochastic Gradients*, NeurIPS 2023).
 """
 
 from fastspec.grads.fallback import FallbackWarning

@@ -65,22 +65,28 @@ class Feature(abc.ABC):
         return float(num_samples) ** 2 * self.numel
 
     def dense_costs(self, num_samples: int) -> tuple[float, float]:
-        """(flops, bytes) of the N × N Gram when materialised: N²·p, N·p elements (8 bytes
-        each: float64, an upper bound)."""
+        """(flops, bytes) of the N × N Gram when materialised: N²·p, N·p elements (8 bytes each.
+
+        float64, an upper bound).
+        """
         N = float(num_samples)
         return N * N * self.numel, N * self.numel * 8
 
     def dense(self) -> Dense:
+        """This feature (already dense)."""
         return Dense(self.materialise())
 
 
 def _seq_gram(
     a_i: torch.Tensor, g_i: torch.Tensor, a_j: torch.Tensor, g_j: torch.Tensor
 ) -> torch.Tensor:
-    """Σ_{t,s} (a_it·a_js)(g_it·g_js). On CPU the fused native kernel from T·S >= 64 position
-    pairs, where it beat the two-GEMM twin (benchmarks/results/ops_seq_gram.md: 1.5× at T = 8,
-    1.25× at T = 16, and without the twin's [rows·T, N_j·S] tiles), the twin below (BLAS wins
-    at T <= 4); on CUDA the twin (cuBLAS; the CUDA kernel has not been timed on a GPU)."""
+    """Σ_{t,s} (a_it·a_js)(g_it·g_js).
+
+    On CPU the fused native kernel from T·S >= 64 position pairs, where it beat the two-GEMM twin
+    (benchmarks/results/ops_seq_gram.md: 1.5× at T = 8, 1.25× at T = 16, and without the twin's
+    [rows·T, N_j·S] tiles), the twin below (BLAS wins at T <= 4); on CUDA the twin (cuBLAS; the CUDA
+    kernel has not been timed on a GPU).
+    """
     if a_i.device.type == "cpu" and a_i.shape[1] * a_j.shape[1] >= 64:
         return ops.seq_gram(a_i, g_i, a_j, g_j)
     return reference.seq_gram(a_i, g_i, a_j, g_j)
@@ -96,21 +102,27 @@ class Dense(Feature):
         self.n, self.numel = self.G.shape
 
     def materialise(self) -> torch.Tensor:
+        """As :meth:`Feature.materialise`."""
         return self.G
 
     def select(self, lo: int, hi: int) -> Dense:
+        """As :meth:`Feature.select`."""
         return Dense(self.G[lo:hi])
 
     def gram(self, other: Feature) -> torch.Tensor:
+        """As :meth:`Feature.gram`."""
         return self.G @ other.materialise().T
 
     def rmatmul(self, U: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.rmatmul`."""
         return U.T @ self.G
 
     def matmul(self, W: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.matmul`."""
         return self.G @ W.T
 
     def dense(self) -> Dense:
+        """This feature (already dense)."""
         return self
 
 
@@ -131,12 +143,15 @@ class Outer(Feature):
         self.n, self.numel = n, R * d_in * self.g.shape[-1]
 
     def materialise(self) -> torch.Tensor:
+        """As :meth:`Feature.materialise`."""
         return torch.einsum("nrto,nrti->nroi", self.g, self.a).reshape(self.n, -1)
 
     def select(self, lo: int, hi: int) -> Outer:
+        """As :meth:`Feature.select`."""
         return Outer(self.a[lo:hi], self.g[lo:hi])
 
     def gram(self, other: Feature) -> torch.Tensor:
+        """As :meth:`Feature.gram`."""
         if not isinstance(other, Outer):
             return self.materialise() @ other.materialise().T
         T = self.a.shape[2]
@@ -152,6 +167,7 @@ class Outer(Feature):
         return out
 
     def rmatmul(self, U: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.rmatmul`."""
         # Σ_i u_ib Σ_t g_it a_itᵀ: scale g by U, then one batched GEMM over (b, r)
         B = U.shape[1]
         gu = torch.einsum("nrto,nb->brnto", self.g, U).flatten(2, 3)  # [B, R, n·T, D_out]
@@ -159,6 +175,7 @@ class Outer(Feature):
         return torch.matmul(gu.transpose(-1, -2), a).reshape(B, -1)
 
     def matmul(self, W: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.matmul`."""
         # (G Wᵀ)_ib = Σ_{r,t} g_itᵀ W_b a_it
         n, R, T, d_in = self.a.shape
         B = W.shape[0]
@@ -171,6 +188,7 @@ class Outer(Feature):
         return out
 
     def costs(self, num_samples: int) -> float:
+        """As :meth:`Feature.costs`."""
         _, R, T, d_in = self.a.shape
         N = float(num_samples)
         return N * N * R * T * T * (d_in + self.g.shape[-1])
@@ -200,15 +218,18 @@ class Index(Feature):
         self.numel = self.num_embeddings * self.g.shape[-1]
 
     def select(self, lo: int, hi: int) -> Index:
+        """As :meth:`Feature.select`."""
         return Index(self.idx[lo:hi], self.g[lo:hi], self.num_embeddings)
 
     def materialise(self) -> torch.Tensor:
+        """As :meth:`Feature.materialise`."""
         n, T, D = self.g.shape
         out = torch.zeros(n, self.num_embeddings, D, dtype=self.g.dtype, device=self.g.device)
         out.scatter_add_(1, self.idx[..., None].expand(n, T, D), self.g)
         return out.reshape(n, -1)
 
     def gram(self, other: Feature) -> torch.Tensor:
+        """As :meth:`Feature.gram`."""
         if not isinstance(other, Index):
             return self.materialise() @ other.materialise().T
         n, T, D = self.g.shape
@@ -225,6 +246,7 @@ class Index(Feature):
         return out
 
     def rmatmul(self, U: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.rmatmul`."""
         n, T, D = self.g.shape
         B = U.shape[1]
         out = torch.zeros(B, self.num_embeddings, D, dtype=U.dtype, device=U.device)
@@ -233,10 +255,12 @@ class Index(Feature):
         return out.reshape(B, -1)
 
     def matmul(self, W: torch.Tensor) -> torch.Tensor:
+        """As :meth:`Feature.matmul`."""
         D = self.g.shape[-1]
         rows = W.reshape(W.shape[0], self.num_embeddings, D)[:, self.idx]  # [B, n, T, D]
         return torch.einsum("bntd,ntd->nb", rows, self.g)
 
     def costs(self, num_samples: int) -> float:
+        """As :meth:`Feature.costs`."""
         _, T, D = self.g.shape
         return float(num_samples) ** 2 * T * T * D

@@ -15,8 +15,7 @@ N·Σ_layers T·(D_in + D_out) for implicit weights, N·p for materialised ones)
 assembled block by block over chunk pairs, and :class:`GramOperator` applies K (or K_c) without
 forming it, for the Lanczos path of :func:`fastspec.grads.gradient_covariance_spectrum`.
 
-Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023
-(methods.md §3).
+Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
 """
 
 from __future__ import annotations
@@ -26,10 +25,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fastspec.curvature.params import ParamSpec
+from fastspec._checks import check_bool, check_int
+from fastspec.batches import SampleBatches
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import LinearOperator
+from fastspec.params import ParamSpec
 
 __all__ = ["GradientStore", "GramOperator", "gradient_gram"]
 
@@ -41,7 +42,7 @@ class GradientStore:
 
     Args:
         problem: the model, loss and selected parameters.
-        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` or one such pair.
+        data: the samples: :class:`fastspec.batches.SampleBatches`, or what it accepts.
         memory_budget: bytes above which a parameter's per-sample gradients are never
             materialised (the implicit form is kept).
 
@@ -52,10 +53,16 @@ class GradientStore:
     """
 
     def __init__(
-        self, problem: GradProblem, data: Any, *, memory_budget: int = DEFAULT_MEMORY_BUDGET
+        self,
+        problem: GradProblem,
+        data: SampleBatches | Any,
+        *,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> None:
+        memory_budget = check_int("memory_budget", memory_budget, minimum=0)
         self.problem = problem
-        self.num_samples = problem.count(data)
+        data = SampleBatches(data)  # no work when already checked
+        self.num_samples = data.num_samples
         self.forms: dict[str, str] = {}
         self.chunks: list[dict[str, Feature]] = []
         for inputs, targets in problem.chunks(data):
@@ -111,8 +118,11 @@ class GradientStore:
 
 
 class GramOperator(LinearOperator):
-    """U ↦ K U with K the (centred) Gram matrix / N, applied as G (Gᵀ U) / N from a
-    :class:`GradientStore` (no N × N matrix): one pass over the stored chunks per block."""
+    """U ↦ K U with K the (centred) Gram matrix / N, without an N × N matrix.
+
+    U ↦ K U with K the (centred) Gram matrix / N, applied as G (Gᵀ U) / N from a
+    :class:`GradientStore` (no N × N matrix): one pass over the stored chunks per block.
+    """
 
     def __init__(self, store: GradientStore, *, center: bool = True) -> None:
         self.store, self.center = store, center
@@ -121,6 +131,7 @@ class GramOperator(LinearOperator):
         self.dtype, self.device = store.dtype, store.device
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Apply K (or K_c) to ``V`` [N, B]: one pass over the stored chunks."""
         if self.center:
             V = V - V.mean(0, keepdim=True)
         out = self.store.matmul(self.store.rmatmul(V))
@@ -161,10 +172,12 @@ def gradient_gram(
     Returns:
         [N, N] symmetric positive semi-definite, in ``dtype``.
     """
+    center = check_bool("center", center)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
-    return GradientStore(problem, data, memory_budget=memory_budget).gram(center=center)
+    samples = SampleBatches(data)
+    return GradientStore(problem, samples, memory_budget=memory_budget).gram(center=center)
 
 
 def _choose(f: Feature, num_samples: int, memory_budget: int) -> str:

@@ -1,5 +1,7 @@
-"""One forward/backward pass over a chunk that captures, for every hooked module, its inputs and
-the gradients of the per-sample losses with respect to its outputs.
+"""One hooked forward/backward pass per chunk: layer inputs and output gradients.
+
+One forward/backward pass over a chunk that captures, for every hooked module, its inputs and the
+gradients of the per-sample losses with respect to its outputs.
 
 Forward hooks record each call's input and output; after the forward pass the per-sample losses
 ℓ_i (each ``loss_fn`` on the one-sample batch i, see :func:`sample_losses`) are summed and one

@@ -1,5 +1,7 @@
-"""Per-layer rules: per-sample gradients of a layer's own parameters from its inputs and the
-gradients of the per-sample losses with respect to its outputs.
+"""Per-layer rules.
+
+per-sample gradients of a layer's own parameters from its inputs and the gradients of the per-sample
+losses with respect to its outputs.
 
 A rule sees every call of its module in one forward pass over a chunk (a module called several
 times, e.g. a shared layer, contributes the sum of its calls) and returns one
@@ -142,8 +144,10 @@ def _affine(
     normalise: Callable[[Call], tuple[torch.Tensor, torch.Tensor]],
     dims: int,
 ) -> dict[str, Feature]:
-    """Weight Σ g∘x̂ and bias Σ g, summed over positions; the last ``dims`` dims of
-    ``normalise(call)`` (channels-last) are the parameter's shape."""
+    """Weight Σ g∘x̂ and bias Σ g, summed over positions.
+
+    the last ``dims`` dims of ``normalise(call)`` (channels-last) are the parameter's shape.
+    """
     weight: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     for c in calls:

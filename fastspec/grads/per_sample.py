@@ -11,8 +11,10 @@ from typing import Any, Callable, Literal, overload
 import torch
 from torch import nn
 
-from fastspec.curvature.params import ParamSpec
+from fastspec._checks import check_bool
+from fastspec.batches import SampleBatches
 from fastspec.grads.problem import GradProblem
+from fastspec.params import ParamSpec
 
 __all__ = ["per_sample_gradients"]
 
@@ -85,11 +87,11 @@ def per_sample_gradients(
     Returns:
         [N, P] tensor, or a dict of per-parameter tensors.
     """
+    flatten = check_bool("flatten", flatten)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
-    data = [(inputs, targets)]
-    problem.count(data)
+    data = SampleBatches([(inputs, targets)])
     rows = [
         {n: f.materialise() for n, f in problem.features(x, y).items()}
         for x, y in problem.chunks(data)

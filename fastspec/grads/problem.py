@@ -31,13 +31,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fastspec.curvature.data import as_batches, pair, to_device
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
+from fastspec._checks import AsDict, check_int
+from fastspec.batches import SampleBatches, loss_error, slice_samples
 from fastspec.grads.fallback import FallbackWarning, fallback_gradients
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.hooks import record_calls, sample_losses
 from fastspec.grads.layers import Call, rule_for
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["GradProblem", "GradientPlan", "gradient_plan"]
 
@@ -45,7 +46,7 @@ DEFAULT_CHUNK = 512
 
 
 @dataclass(frozen=True)
-class GradientPlan:
+class GradientPlan(AsDict):
     """How each selected parameter's per-sample gradients are obtained.
 
     Attributes:
@@ -59,15 +60,15 @@ class GradientPlan:
 
     @property
     def fallback_modules(self) -> list[str]:
+        """The modules whose parameters use the fallback, sorted."""
         return sorted({m for mods in self.fallback.values() for m in mods})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"hooked": dict(self.hooked), "fallback": dict(self.fallback)}
 
 
 def gradient_plan(model: nn.Module, *, params: ParamSpec = None) -> GradientPlan:
-    """The :class:`GradientPlan` of ``model`` for the selected ``params`` (static: a parameter
-    found on the first chunk to be used outside its module moves to the fallback later)."""
+    """The :class:`GradientPlan` of ``model`` for the selected ``params`` (static.
+
+    a parameter found on the first chunk to be used outside its module moves to the fallback later).
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = select_parameters(model, params)
@@ -125,7 +126,7 @@ class GradProblem:
         model: any ``nn.Module``.
         loss_fn: ``loss(outputs, targets)``; per-sample terms are its values on one-sample
             batches.
-        params: parameter selection (see :func:`fastspec.curvature.params.select_parameters`).
+        params: parameter selection (see :func:`fastspec.params.select_parameters`).
         mode: ``"eval"`` (default) or ``"train"`` (refused with BatchNorm or stochastic layers).
         dtype: compute dtype (default: the parameters'); float32 or float64.
         chunk_size: samples per forward/backward pass (default 512, fewer when fallback
@@ -148,8 +149,7 @@ class GradProblem:
             raise TypeError("loss_fn must be a callable loss(outputs, targets) -> scalar")
         if dtype is not None and dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = check_int("chunk_size", chunk_size, minimum=1, none_ok=True)
         check_mode(model, mode, allow_stochastic=False)
         _check_batchnorm(model, mode)
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
@@ -174,31 +174,32 @@ class GradProblem:
         self._clone = False
         self._warned = False
 
-    # ------------------------------------------------------------------ data
-
-    def chunks(self, data: Any) -> Iterator[tuple[Any, torch.Tensor]]:
+    def chunks(self, data: SampleBatches) -> Iterator[tuple[Any, torch.Tensor]]:
         """``(inputs, targets)`` chunks of at most ``chunk_size`` samples, on device, in dtype."""
-        for batch in as_batches(data):
-            inputs, targets = pair(to_device(batch, self.device, self.dtype))
-            n = _check_batch(inputs, targets)
-            for lo in range(0, n, self.chunk_size):
-                hi = min(n, lo + self.chunk_size)
-                yield _slice(inputs, lo, hi), targets[lo:hi]
-
-    def count(self, data: Any) -> int:
-        """Number of samples in ``data`` (ValueError when empty)."""
-        n = 0
-        for batch in as_batches(data):
-            inputs, targets = pair(batch)
-            n += _check_batch(inputs, targets)
-        if n == 0:
-            raise ValueError("data is empty: it yielded no samples")
-        return n
-
-    # ------------------------------------------------------------------ one chunk
+        return data.chunks(self.chunk_size, self.device, self.dtype)
 
     def features(self, inputs: Any, targets: torch.Tensor) -> dict[str, Feature]:
-        """Per-sample gradients of one chunk: selected parameter name → :class:`Feature`."""
+        """Per-sample gradients of one chunk: selected parameter name → :class:`Feature`.
+
+        Raises:
+            TypeError: the loss cannot be evaluated on the chunk at all (inputs or targets of
+                a dtype the model or loss refuses).
+        """
+        try:
+            return self._features(inputs, targets)
+        except RuntimeError as exc:
+            error = loss_error(lambda: self._plain_loss(inputs, targets), (inputs, targets))
+            if error is not None:
+                raise error from exc
+            raise
+
+    def _plain_loss(self, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        args = inputs if isinstance(inputs, tuple) else (inputs,)
+        with model_mode(self.model, self.mode):
+            outputs = functional_call(self.model, {**self._state(), **self.theta}, args)
+            return self.loss_fn(outputs, targets)
+
+    def _features(self, inputs: Any, targets: torch.Tensor) -> dict[str, Feature]:
         if self.plan.fallback and not self._warned:
             self._warned = True
             warnings.warn(
@@ -288,12 +289,14 @@ class GradProblem:
     def _check_first_sample(
         self, out: dict[str, Feature], inputs: Any, targets: torch.Tensor
     ) -> list[str]:
-        """Hooked parameters whose gradient for sample 0 differs from a one-sample autograd
-        pass: a parameter also used outside its module (weight tying, functional use) or a
-        layer that mixes samples."""
+        """Hooked parameters whose gradient for sample 0 differs from a one-sample autograd pass.
+
+        a parameter also used outside its module (weight tying, functional use) or a layer that
+        mixes samples.
+        """
         names = list(self.plan.hooked)
         theta = {k: t.detach().requires_grad_(k in names) for k, t in self.theta.items()}
-        x = _slice(inputs, 0, 1)
+        x = slice_samples(inputs, 0, 1)
         args = x if isinstance(x, tuple) else (x,)
         loss = sample_losses(
             self.loss_fn, functional_call(self.model, {**self._state(), **theta}, args), targets[:1]
@@ -331,25 +334,3 @@ def _close(a: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype) -> bool:
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     t = t.detach()
     return t.to(dtype) if t.is_floating_point() else t
-
-
-def _check_batch(inputs: Any, targets: Any) -> int:
-    tensors = list(inputs) if isinstance(inputs, tuple) else [inputs]
-    if not tensors or not all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in tensors):
-        raise TypeError("inputs must be a tensor (or a tuple of tensors) with samples first")
-    if not isinstance(targets, torch.Tensor) or targets.dim() == 0:
-        raise TypeError("targets must be a tensor with samples first")
-    n = tensors[0].shape[0]
-    sizes = [t.shape[0] for t in tensors]
-    if any(s != n for s in sizes) or targets.shape[0] != n:
-        raise ValueError(
-            "inputs and targets must hold the same number of samples (first dimension): "
-            f"inputs {sizes if len(sizes) > 1 else n}, targets {targets.shape[0]}"
-        )
-    return int(n)
-
-
-def _slice(inputs: Any, lo: int, hi: int) -> Any:
-    if isinstance(inputs, tuple):
-        return tuple(t[lo:hi] for t in inputs)
-    return inputs[lo:hi]

@@ -1,6 +1,7 @@
-"""Record stochastic gradients during training, for P2's iteration-wise, noise and
-dimension-wise tests (Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS
-2023; methods.md §3, a reconstruction).
+"""Record stochastic gradients during training, for P2's tests.
+
+Record stochastic gradients during training, for P2's iteration-wise, noise and dimension-wise tests
+(Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023; a reconstruction).
 
 A :class:`GradientRecorder` keeps a bounded, seeded sample of C coordinates of the flattened
 selected parameters. At every :meth:`~GradientRecorder.record` (after ``loss.backward()``) it
@@ -20,10 +21,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fastspec.curvature.data import as_batches, pair, to_device
-from fastspec.curvature.mode import MODEL_LOCK, check_mode, model_mode
-from fastspec.curvature.params import ParamSpec, select_parameters
+from fastspec._checks import check_int
+from fastspec.batches import SampleBatches, to_device
 from fastspec.grads.hooks import sample_losses
+from fastspec.mode import MODEL_LOCK, check_mode, model_mode
+from fastspec.params import ParamSpec, select_parameters
 
 __all__ = ["GradientRecorder"]
 
@@ -68,10 +70,8 @@ class GradientRecorder:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(num_coordinates, bool) or not isinstance(num_coordinates, int):
-            raise TypeError(f"num_coordinates must be an int, got {num_coordinates!r}")
-        if num_coordinates < 1:
-            raise ValueError(f"num_coordinates must be >= 1, got {num_coordinates}")
+        num_coordinates = check_int("num_coordinates", num_coordinates, minimum=1)
+        seed = check_int("seed", seed)
         if (loss_fn is None) != (data is None):
             raise ValueError("pass both loss_fn and data (for the noise record), or neither")
         if loss_fn is not None and not callable(loss_fn):
@@ -79,15 +79,17 @@ class GradientRecorder:
         check_mode(model, mode, allow_stochastic=False)
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
         self.names = select_parameters(model, params)
-        self._batches = None if data is None else as_batches(data)
+        self._batches = None if data is None else SampleBatches(data)
         with MODEL_LOCK:
             named = dict(model.named_parameters())
         self._params = [named[n] for n in self.names]
         P = sum(p.numel() for p in self._params)
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         self.coordinates = torch.randperm(P, generator=g)[: min(num_coordinates, P)].sort().values
         self.num_params = P
-        self.full_gradient_steps = {int(s) for s in full_gradient_steps}
+        self.full_gradient_steps = {
+            check_int("full_gradient_steps[]", s) for s in full_gradient_steps
+        }
         self.steps: list[int] = []
         self._minibatch: list[torch.Tensor] = []
         self._noise: list[torch.Tensor] = []
@@ -105,6 +107,7 @@ class GradientRecorder:
 
     def record(self, step: int) -> None:
         """Record the current minibatch gradient (call after ``loss.backward()``)."""
+        step = check_int("step", step)
         if any(p.grad is None for p in self._params):
             missing = [n for n, p in zip(self.names, self._params) if p.grad is None]
             raise ValueError(
@@ -112,10 +115,10 @@ class GradientRecorder:
             )
         flat = torch.cat([p.grad.detach().reshape(-1) for p in self._params])  # type: ignore[union-attr]
         coords = self.coordinates.to(flat.device)
-        self.steps.append(int(step))
+        self.steps.append(step)
         self._minibatch.append(flat[coords].cpu())
-        if int(step) in self.full_gradient_steps:
-            self.full_gradients[int(step)] = flat.clone().cpu()
+        if step in self.full_gradient_steps:
+            self.full_gradients[step] = flat.clone().cpu()
         if self._batches is not None:
             self._noise.append((flat - self.full_gradient())[coords].cpu())
 
@@ -133,11 +136,10 @@ class GradientRecorder:
             **theta,
         }
         total = [torch.zeros_like(t) for t in theta.values()]
-        N = 0
         with model_mode(self.model, self.mode):
             for batch in self._batches:
-                inputs, targets = pair(
-                    to_device(batch, self._params[0].device, named[self.names[0]].dtype)
+                inputs, targets = to_device(
+                    batch, self._params[0].device, named[self.names[0]].dtype
                 )
                 args = inputs if isinstance(inputs, tuple) else (inputs,)
                 out = functional_call(self.model, state, args)
@@ -146,12 +148,10 @@ class GradientRecorder:
                 for acc, g in zip(total, grads):
                     if g is not None:
                         acc += g
-                N += targets.shape[0]
-        if N == 0:
-            raise ValueError("data is empty: it yielded no samples")
-        return torch.cat([t.reshape(-1) for t in total]) / N
+        return torch.cat([t.reshape(-1) for t in total]) / self._batches.num_samples
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form of the record (coordinates, rows, full gradients)."""
         noise = self.noise
         return {
             "steps": list(self.steps),

@@ -4,7 +4,7 @@ At fixed θ, with per-sample gradients g_i (i = 1..N), the second moment is
 M = (1/N) Σ g_i g_iᵀ and the covariance C = M − ḡḡᵀ; the minibatch-noise covariance of a batch of
 B samples drawn with replacement is C/B. The nonzero eigenvalues of C (of M) are those of the
 centred (uncentred) Gram matrix (1/N)(G − 1ḡᵀ)(G − 1ḡᵀ)ᵀ ((1/N) G Gᵀ), so they are computed from
-an N × N matrix, never from a P × P one (methods.md §3, a reconstruction of P2's analysis).
+an N × N matrix, never from a P × P one (a reconstruction of P2's analysis).
 
 Two methods: ``"gram"`` assembles the Gram matrix chunk pair by chunk pair and takes every
 eigenvalue with ``torch.linalg.eigvalsh`` in float64 (O(N³)); ``"lanczos"`` finds the top ``k``
@@ -24,10 +24,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from fastspec.curvature.params import ParamSpec
+from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
+from fastspec.batches import SampleBatches
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import DenseOperator, eigsh
+from fastspec.params import ParamSpec
 
 __all__ = ["CovarianceSpectrum", "gradient_covariance_spectrum"]
 
@@ -36,7 +38,7 @@ EIGH_MAX_N = 6000  # "auto" beyond this N with k given: Lanczos (eigvalsh is O(N
 
 
 @dataclass(frozen=True, eq=False)
-class CovarianceSpectrum:
+class CovarianceSpectrum(AsDict):
     """Eigenvalues of the gradient covariance.
 
     Attributes:
@@ -57,17 +59,6 @@ class CovarianceSpectrum:
     noise_batch_size: int | None
     method: str
     residuals: torch.Tensor | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "eigenvalues": self.eigenvalues.tolist(),
-            "num_samples": self.num_samples,
-            "num_params": self.num_params,
-            "center": self.center,
-            "noise_batch_size": self.noise_batch_size,
-            "method": self.method,
-            "residuals": None if self.residuals is None else self.residuals.tolist(),
-        }
 
 
 def gradient_covariance_spectrum(
@@ -91,8 +82,15 @@ def gradient_covariance_spectrum(
     """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
 
     Args:
-        model, loss_fn, data, params, mode, dtype, chunk_size, memory_budget: as in
-            :func:`fastspec.grads.gradient_gram`.
+        model: any ``nn.Module`` (as in :func:`fastspec.grads.gradient_gram`).
+        loss_fn: ``loss(outputs, targets)``; per-sample terms are its one-sample values.
+        data: a ``DataLoader``, an iterable of ``(inputs, targets)`` batches or one pair.
+        params: parameter selection (names, tensors, regex, predicate; default all).
+        mode: ``"eval"`` (default) or ``"train"`` (refused with BatchNorm).
+        dtype: compute dtype (default the parameters'; float64 for exact spectra).
+        chunk_size: samples per forward/backward pass.
+        memory_budget: bytes above which a parameter's per-sample gradients are never
+            materialised.
         k: number of top eigenvalues (default all min(N, P)).
         center: covariance C (default) or uncentred second moment M.
         noise_batch_size: B: return the eigenvalues of the minibatch-noise covariance C/B
@@ -108,24 +106,24 @@ def gradient_covariance_spectrum(
     Returns:
         A :class:`CovarianceSpectrum`.
     """
-    if method not in ("auto", "gram", "lanczos"):
-        raise ValueError(f"method must be 'auto', 'gram' or 'lanczos', got {method!r}")
-    if noise_batch_size is not None:
-        if isinstance(noise_batch_size, bool) or not isinstance(noise_batch_size, int):
-            raise TypeError(f"noise_batch_size must be an int, got {noise_batch_size!r}")
-        if noise_batch_size < 1:
-            raise ValueError(f"noise_batch_size must be >= 1, got {noise_batch_size}")
-        if not center:
-            raise ValueError(
-                "noise_batch_size gives the minibatch-noise covariance C/B, which is centred: "
-                "use center=True"
-            )
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    method = check_choice("method", method, ("auto", "gram", "lanczos"))
+    center = check_bool("center", center)
+    noise_batch_size = check_int("noise_batch_size", noise_batch_size, minimum=1, none_ok=True)
+    if noise_batch_size is not None and not center:
+        raise ValueError(
+            "noise_batch_size gives the minibatch-noise covariance C/B, which is centred: "
+            "use center=True"
+        )
+    k = check_int("k", k, minimum=1, none_ok=True)
+    gram_max_bytes = check_int("gram_max_bytes", gram_max_bytes, minimum=0)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=0)
+    tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    seed = check_int("seed", seed)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
-    N = problem.count(data)
+    samples = SampleBatches(data)
+    N = samples.num_samples
     rank = min(N, problem.num_params)
     if k is not None and k > rank:
         raise ValueError(f"k must be at most min(N, P) = {rank}, got {k}")
@@ -139,7 +137,7 @@ def gradient_covariance_spectrum(
             f"the {N} × {N} Gram matrix exceeds gram_max_bytes = {gram_max_bytes}: pass k and "
             "method='lanczos' (matrix-free), or raise gram_max_bytes"
         )
-    store = GradientStore(problem, data, memory_budget=memory_budget)
+    store = GradientStore(problem, samples, memory_budget=memory_budget)
     residuals = None
     if method == "gram":
         K = store.gram(center=center).double()

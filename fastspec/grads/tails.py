@@ -1,12 +1,13 @@
-"""P2's three tests of gradient structure on a :class:`~fastspec.grads.GradientRecorder`:
+"""P2's three tests of gradient structure on a :class:`~fastspec.grads.GradientRecorder`.
+
 dimension-wise (one gradient across its coordinates), iteration-wise (one coordinate of the
 minibatch gradient across iterations) and noise (one coordinate of ξ_t = g_t − ∇L(θ_t) across
-iterations). Each runs :func:`fastspec.stats.tail_tests` on the right set of 1-D samples and
-returns its :class:`~fastspec.stats.TailTests` (fractions passing the power-law and Gaussian
-tests, with the per-sample statistics).
+iterations). Each runs :func:`fastspec.stats.tail_tests` on the right set of 1-D samples and returns
+its :class:`~fastspec.stats.TailTests` (fractions passing the power-law and Gaussian tests, with the
+per-sample statistics).
 
 Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023
-(methods.md §3, a reconstruction: P2's exact protocol could not be read).
+(a reconstruction: P2's exact protocol could not be read).
 """
 
 from __future__ import annotations

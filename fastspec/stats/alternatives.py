@@ -1,7 +1,9 @@
-"""Is the tail better described by a power law or by an alternative? Vuong's likelihood-ratio test
-(Clauset et al. 2009, sec. 5) against the lognormal, exponential, stretched exponential and power
-law with exponential cutoff, each fitted by maximum likelihood to the same tail (x >= xmin) with
-the same conditional (truncated at xmin) likelihood as the ``powerlaw`` package 2.0:
+"""Is the tail better described by a power law or by an alternative?
+
+Vuong's likelihood-ratio test (Clauset et al. 2009, sec. 5) against the lognormal, exponential,
+stretched exponential and power law with exponential cutoff, each fitted by maximum likelihood to
+the same tail (x >= xmin) with the same conditional (truncated at xmin) likelihood as the
+``powerlaw`` package 2.0:
 
 =========================  ==========================================================  ==========
 alternative                continuous log p(x), x >= xmin                              parameters
@@ -47,21 +49,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import special
 
-from fastspec.stats import _continuous, _discrete
-from fastspec.stats._special import log_lerch_phi, log_upper_gamma_scaled
+from fastspec._checks import AsDict, check_choice
+from fastspec.stats import continuous as cont
+from fastspec.stats import discrete as disc
+from fastspec.stats.special import log_lerch_phi, log_upper_gamma_scaled
 
 if TYPE_CHECKING:
     from fastspec.stats.powerlaw import PowerLaw
 
-__all__ = ["ALTERNATIVES", "Comparison", "compare", "fit_alternative", "loglikelihoods"]
+__all__ = [
+    "ALTERNATIVES",
+    "PARAMETERS",
+    "Comparison",
+    "compare",
+    "fit_alternative",
+    "loglikelihoods",
+    "vuong",
+]
 
 ALTERNATIVES = ("lognormal", "exponential", "stretched_exponential", "truncated_power_law")
-_PARAMETERS = {
+PARAMETERS = {
     "lognormal": ("mu", "sigma"),
     "exponential": ("Lambda",),
     "stretched_exponential": ("Lambda", "beta"),
@@ -70,7 +82,7 @@ _PARAMETERS = {
 
 
 @dataclass(frozen=True, eq=False)
-class Comparison:
+class Comparison(AsDict):
     """A likelihood-ratio test of the power-law fit against one alternative.
 
     Attributes:
@@ -96,19 +108,6 @@ class Comparison:
     loglikelihood_alternative: float
     n_tail: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "alternative": self.alternative,
-            "R": self.R,
-            "R_normalized": self.R_normalized,
-            "p": self.p,
-            "nested": self.nested,
-            "parameters": dict(self.parameters),
-            "loglikelihood": self.loglikelihood,
-            "loglikelihood_alternative": self.loglikelihood_alternative,
-            "n_tail": self.n_tail,
-        }
-
 
 def compare(
     fit: PowerLaw, alternative: str, *, params: Mapping[str, float] | None = None
@@ -128,7 +127,7 @@ def compare(
     Raises:
         ValueError: for an unknown alternative, or ``params`` with wrong names or invalid values.
     """
-    name = _check_name(alternative)
+    name = check_choice("alternative", alternative, ALTERNATIVES)
     if fit.data.size != fit.n:
         raise ValueError("fit must come from PowerLaw.fit (it carries its data)")
     tail = fit.tail()
@@ -138,27 +137,30 @@ def compare(
         theta = _check_params(name, params)
     l_alt = loglikelihoods(tail, fit.xmin, name, theta, discrete=fit.discrete)
     if fit.discrete:
-        l_pl = -fit.alpha * np.log(tail) - _discrete.log_zeta(fit.alpha, fit.xmin)
+        l_pl = -fit.alpha * np.log(tail) - disc.log_zeta(fit.alpha, fit.xmin)
     else:
-        l_pl = _continuous.log_pdf(tail, fit.alpha, fit.xmin)
+        l_pl = cont.log_pdf(tail, fit.alpha, fit.xmin)
     nested = name == "truncated_power_law"
-    r, r_norm, p = _vuong(l_pl, l_alt, nested=nested)
+    r, r_norm, p = vuong(l_pl, l_alt, nested=nested)
     return Comparison(
         alternative=name,
         R=r,
         R_normalized=r_norm,
         p=p,
         nested=nested,
-        parameters=dict(zip(_PARAMETERS[name], (float(v) for v in theta))),
+        parameters=dict(zip(PARAMETERS[name], (float(v) for v in theta))),
         loglikelihood=float(l_pl.sum()),
         loglikelihood_alternative=float(l_alt.sum()),
         n_tail=tail.size,
     )
 
 
-def _vuong(l1: np.ndarray, l2: np.ndarray, *, nested: bool) -> tuple[float, float, float]:
-    """R, R / sqrt(n var), p as the package's ``loglikelihood_ratio`` (its -inf clean-up is not
-    needed: these log-likelihoods are finite)."""
+def vuong(l1: np.ndarray, l2: np.ndarray, *, nested: bool) -> tuple[float, float, float]:
+    """Vuong's R, R / sqrt(n var) and p, as the package's ``loglikelihood_ratio``.
+
+    R, R / sqrt(n var), p as the package's ``loglikelihood_ratio`` (its -inf clean-up is not needed:
+    these log-likelihoods are finite).
+    """
     d = l1 - l2
     n = d.size
     r = float(d.sum())
@@ -179,8 +181,11 @@ def _vuong(l1: np.ndarray, l2: np.ndarray, *, nested: bool) -> tuple[float, floa
 def loglikelihoods(
     tail: np.ndarray, xmin: float, name: str, theta: np.ndarray, *, discrete: bool = False
 ) -> np.ndarray:
-    """[n] log p(x_i) of the alternative ``name`` with parameters ``theta`` (natural order as in
-    the module notes), conditional on x >= xmin; -inf/NaN outside the parameter domain."""
+    """[n] log p(x_i) of the alternative ``name`` with parameters ``theta``.
+
+    [n] log p(x_i) of the alternative ``name`` with parameters ``theta`` (natural order as in the
+    module notes), conditional on x >= xmin; -inf/NaN outside the parameter domain.
+    """
     fn = (_DISCRETE if discrete else _CONTINUOUS)[name]
     with np.errstate(all="ignore"):
         return fn(tail, xmin, theta)
@@ -308,7 +313,7 @@ def fit_alternative(
     stretched exponential: Lambda = 1/mean(x), beta = 1; truncated power law: alpha from eq. 3.1 and
     Lambda = 1/mean(x), and also the power-law fit ``power_law`` at Lambda = 0).
     """
-    name = _check_name(name)
+    name = check_choice("alternative", name, ALTERNATIVES)
     tail = np.asarray(tail, dtype=np.float64)
     if name == "exponential":
         m = float(np.mean(tail - xmin))
@@ -366,7 +371,7 @@ def fit_alternative(
         best = _nelder_mead(lambda t: negmean(np.exp(t)), starts, [(-700, 700), (-50, 50)])
         return np.exp(best)
     # truncated power law: optimise over (alpha, Lambda xmin) with Lambda >= 0
-    alpha0 = _continuous.mle_alpha(tail, xmin)
+    alpha0 = cont.mle_alpha(tail, xmin)
     starts = [np.array([alpha0, xmin / tail.mean()])]
     if power_law is not None and power_law.alpha > 1:
         starts.append(np.array([power_law.alpha, 0.0]))
@@ -381,8 +386,11 @@ def _nelder_mead(
     starts: list[np.ndarray],
     bounds: list[tuple[float | None, float | None]] | None = None,
 ) -> np.ndarray:
-    """Minimise ``fun`` by Nelder-Mead from each start, restarting once at each optimum (to undo
-    a collapsed simplex); the best point found."""
+    """Minimise ``fun`` by Nelder-Mead from each start; the best point found.
+
+    Minimise ``fun`` by Nelder-Mead from each start, restarting once at each optimum (to undo a
+    collapsed simplex); the best point found.
+    """
     from scipy import optimize  # imported on use: keeps `import fastspec` light
 
     best_x, best_f = starts[0], math.inf
@@ -402,16 +410,8 @@ def _nelder_mead(
 # -- argument checks --------------------------------------------------------------------------
 
 
-def _check_name(alternative: Any) -> str:
-    if alternative not in _PARAMETERS:
-        raise ValueError(
-            f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}"
-        )
-    return str(alternative)
-
-
 def _check_params(name: str, params: Mapping[str, float]) -> np.ndarray:
-    names = _PARAMETERS[name]
+    names = PARAMETERS[name]
     if not isinstance(params, Mapping) or set(params) != set(names):
         raise ValueError(f"params for {name} must be a mapping with keys {names}, got {params!r}")
     theta = np.array([float(params[k]) for k in names])

@@ -1,5 +1,6 @@
-"""Goodness of fit of a power law: the semi-parametric bootstrap p-value of Clauset, Shalizi &
-Newman (2009, section 4.1).
+"""Goodness of fit of a power law.
+
+the semi-parametric bootstrap p-value of Clauset, Shalizi & Newman (2009, section 4.1).
 
 Each replicate has as many points as the data: n_tail' ~ Binomial(n, n_tail / n) of them drawn
 from the fitted power law above xmin, the other n - n_tail' drawn with replacement from the data
@@ -22,13 +23,14 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from fastspec.stats import _continuous, _discrete
-from fastspec.stats._checks import check_int
+from fastspec._checks import AsDict, check_int
+from fastspec.stats import continuous as cont
+from fastspec.stats import discrete as disc
 
 if TYPE_CHECKING:
     from fastspec.stats.powerlaw import FitOptions, PowerLaw
@@ -39,7 +41,7 @@ __all__ = ["GofResult", "gof_pvalue"]
 
 
 @dataclass(frozen=True, eq=False)
-class GofResult:
+class GofResult(AsDict):
     """The bootstrap goodness-of-fit test.
 
     Attributes:
@@ -55,10 +57,7 @@ class GofResult:
     ks: float
     n_boot: int
     n_failed: int
-    ks_boot: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "ks": self.ks, "n_boot": self.n_boot, "n_failed": self.n_failed}
+    ks_boot: np.ndarray = field(repr=False, metadata={"serialize": False})
 
 
 def gof_pvalue(
@@ -76,9 +75,8 @@ def gof_pvalue(
         seed: seed of the replicates (an int or a ``numpy.random.SeedSequence``); None draws
             fresh entropy.
         workers: threads generating and refitting replicates concurrently on the per-replicate
-            path (the native scan releases the GIL). On the 2-core development machine 2 threads
-            are as fast as 1 when it is idle and several times faster when other processes
-            compete for the cores (the scan's OpenMP team then waits less). The batched path
+            path (the native scan releases the GIL; the default 2:
+            ``benchmarks/results/stats_vs_powerlaw.md``, "Bootstrap workers"). The batched path
             (continuous data, default candidates) parallelises over replicates with OpenMP and
             draws with ``workers`` threads. The result does not depend on it.
 
@@ -101,25 +99,27 @@ def gof_pvalue(
         rng = np.random.default_rng(ss)
         nt = int(rng.binomial(n, p_tail))
         if fit.discrete:
-            tail = _discrete.sample(nt, fit.alpha, fit.xmin, rng)
+            tail = disc.sample(nt, fit.alpha, fit.xmin, rng)
         else:
-            tail = _continuous.sample(nt, fit.alpha, fit.xmin, rng)
+            tail = cont.sample(nt, fit.alpha, fit.xmin, rng)
         head = body[rng.integers(0, body.size, size=n - nt)] if n > nt else body[:0]
         return np.concatenate([head, tail])
 
-    if _batchable(opts):
-        ks_boot = _ks_boot_batched(draw, seeds, opts.alpha_range, workers)
+    if batchable(opts):
+        ks_boot = ks_boot_batched(draw, seeds, opts.alpha_range, workers)
     else:
-        ks_boot = _ks_boot_per_replicate(draw, seeds, opts, workers)
+        ks_boot = ks_boot_per_replicate(draw, seeds, opts, workers)
     ok = np.isfinite(ks_boot)
     n_ok = int(ok.sum())
     p = float(np.mean(ks_boot[ok] >= fit.ks)) if n_ok else math.nan
     return GofResult(p=p, ks=fit.ks, n_boot=n_boot, n_failed=n_boot - n_ok, ks_boot=ks_boot)
 
 
-def _batchable(opts: FitOptions) -> bool:
-    """Whether a replicate refit is what :func:`fastspec.ops.powerlaw_scan_batch` computes: a
-    continuous pruned xmin scan over the default candidates."""
+def batchable(opts: FitOptions) -> bool:
+    """Whether a replicate refit is what :func:`fastspec.ops.powerlaw_scan_batch` computes.
+
+    a continuous pruned xmin scan over the default candidates.
+    """
     return (
         not opts.discrete
         and opts.xmin is None
@@ -128,7 +128,7 @@ def _batchable(opts: FitOptions) -> bool:
     )
 
 
-def _ks_boot_per_replicate(
+def ks_boot_per_replicate(
     draw: Callable[[np.random.SeedSequence], np.ndarray],
     seeds: list[np.random.SeedSequence],
     opts: FitOptions,
@@ -146,15 +146,18 @@ def _ks_boot_per_replicate(
         return np.array(list(pool.map(replicate, seeds)))
 
 
-def _ks_boot_batched(
+def ks_boot_batched(
     draw: Callable[[np.random.SeedSequence], np.ndarray],
     seeds: list[np.random.SeedSequence],
     alpha_range: tuple[float, float],
     workers: int,
     chunk: int = _CHUNK_ROWS,
 ) -> np.ndarray:
-    """[n_boot] replicate KS distances, refitted ``chunk`` replicates per native call (NaN where
-    a replicate has no valid candidate or non-finite draws), equal to the per-replicate path."""
+    """[n_boot] replicate KS distances, ``chunk`` replicates per native call.
+
+    [n_boot] replicate KS distances, refitted ``chunk`` replicates per native call (NaN where a
+    replicate has no valid candidate or non-finite draws), equal to the per-replicate path.
+    """
     from fastspec.ops.powerlaw_scan_batch import powerlaw_scan_batch
 
     out = np.full(len(seeds), np.nan)

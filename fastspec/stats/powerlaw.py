@@ -1,6 +1,8 @@
-"""Power-law fits by the method of Clauset, Shalizi & Newman: maximum likelihood for the exponent,
-the cutoff xmin chosen by minimising the Kolmogorov-Smirnov distance, the standard error, and (in
-:mod:`fastspec.stats.bootstrap`) the semi-parametric bootstrap goodness-of-fit p-value.
+"""Power-law fits by the method of Clauset, Shalizi & Newman.
+
+maximum likelihood for the exponent, the cutoff xmin chosen by minimising the Kolmogorov-Smirnov
+distance, the standard error, and (in :mod:`fastspec.stats.bootstrap`) the semi-parametric bootstrap
+goodness-of-fit p-value.
 
 The answers are those of the ``powerlaw`` package 2.0 (Alstott et al. 2014) -- the same candidate
 cutoffs, the same exponent formula, the same KS convention (empirical CDF at each tail value =
@@ -43,9 +45,11 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import numpy as np
 import torch
 
+from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.ops.powerlaw_scan import powerlaw_scan
-from fastspec.stats import _continuous, _discrete
-from fastspec.stats._checks import as_float_vector, check_int, require_positive
+from fastspec.stats import continuous as cont
+from fastspec.stats import discrete as disc
+from fastspec.stats.inputs import as_float_vector, require_positive
 
 if TYPE_CHECKING:
     from fastspec.stats.alternatives import Comparison
@@ -70,7 +74,7 @@ class FitOptions:
 
 
 @dataclass(frozen=True, eq=False)
-class XminScan:
+class XminScan(AsDict):
     """The exponent and KS distance at every candidate cutoff (an exhaustive scan).
 
     Attributes:
@@ -85,17 +89,9 @@ class XminScan:
     ks: np.ndarray
     valid: np.ndarray
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        return {
-            "xmins": self.xmins.tolist(),
-            "alphas": self.alphas.tolist(),
-            "ks": self.ks.tolist(),
-            "valid": self.valid.tolist(),
-        }
-
 
 @dataclass(frozen=True, eq=False)
-class PowerLaw:
+class PowerLaw(AsDict):
     """A fitted power-law tail p(x) ~ x^-alpha for x >= xmin; build it with :meth:`PowerLaw.fit`.
 
     Attributes:
@@ -122,8 +118,10 @@ class PowerLaw:
     loglikelihood: float
     discrete: bool
     scan: XminScan | None = field(default=None, repr=False)
-    data: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    options: FitOptions | None = field(default=None, repr=False)
+    data: np.ndarray = field(
+        default_factory=lambda: np.empty(0), repr=False, metadata={"serialize": False}
+    )
+    options: FitOptions | None = field(default=None, repr=False, metadata={"serialize": False})
 
     @classmethod
     def fit(
@@ -156,38 +154,40 @@ class PowerLaw:
             The fit.
 
         Raises:
+            TypeError: an option of the wrong type.
             ValueError: on NaN/inf, non-positive data, non-integers with ``discrete``, too few
-                points or distinct values, a bad option, or no candidate with alpha in range.
+                points or distinct values, a bad option value, or no candidate with alpha in
+                range.
         """
+        discrete = check_bool("discrete", discrete)
         x = as_float_vector("data", data, min_size=2)
         require_positive("data", x)
         if discrete and not np.array_equal(x, np.round(x)):
             raise ValueError("data must hold integers when discrete=True")
         opts = FitOptions(
             xmin=_check_xmin(xmin, discrete),
-            discrete=bool(discrete),
+            discrete=discrete,
             xmin_candidates=_check_candidates(xmin_candidates),
             alpha_range=_check_alpha_range(alpha_range),
-            exhaustive=bool(exhaustive),
-            discrete_estimator=_check_estimator(discrete_estimator),
+            exhaustive=check_bool("exhaustive", exhaustive),
+            discrete_estimator=check_choice(  # type: ignore[arg-type]
+                "discrete_estimator", discrete_estimator, ("exact", "approx", "auto")
+            ),
         )
         return fit_sorted(np.sort(x), opts)
 
     # -- the fitted distribution -------------------------------------------------------------
 
     def pdf(self, x: Any) -> np.ndarray:
-        """Density (continuous) or probability mass (discrete, at integers) at ``x``; 0 below
-        xmin."""
+        """Density (continuous) or probability mass (discrete, at integers) at ``x``; 0 below xmin."""
         x = np.asarray(x, dtype=np.float64)
         out = np.zeros_like(x)
         if self.discrete:
             on = (x >= self.xmin) & (x == np.floor(x))
-            out[on] = np.exp(
-                -self.alpha * np.log(x[on]) - _discrete.log_zeta(self.alpha, self.xmin)
-            )
+            out[on] = np.exp(-self.alpha * np.log(x[on]) - disc.log_zeta(self.alpha, self.xmin))
         else:
             on = x >= self.xmin
-            out[on] = np.exp(_continuous.log_pdf(x[on], self.alpha, self.xmin))
+            out[on] = np.exp(cont.log_pdf(x[on], self.alpha, self.xmin))
         return out
 
     def ccdf(self, x: Any) -> np.ndarray:
@@ -196,13 +196,13 @@ class PowerLaw:
         out = np.ones_like(x)
         on = x >= self.xmin
         if self.discrete:
-            out[on] = _discrete.ccdf_ge(np.floor(x[on]) + 1.0, self.alpha, self.xmin)
+            out[on] = disc.ccdf_ge(np.floor(x[on]) + 1.0, self.alpha, self.xmin)
         else:
             out[on] = np.exp((1.0 - self.alpha) * np.log(x[on] / self.xmin))
         return out
 
     def cdf(self, x: Any) -> np.ndarray:
-        """P(X <= x). (The package's discrete ``cdf`` is P(X < x), the form its KS uses.)"""
+        """P(X <= x); the package's discrete ``cdf`` is P(X < x), the form its KS uses."""
         return 1.0 - self.ccdf(x)
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
@@ -210,8 +210,8 @@ class PowerLaw:
         n = check_int("n", n, minimum=0)
         rng = np.random.default_rng(seed)
         if self.discrete:
-            return _discrete.sample(n, self.alpha, self.xmin, rng)
-        return _continuous.sample(n, self.alpha, self.xmin, rng)
+            return disc.sample(n, self.alpha, self.xmin, rng)
+        return cont.sample(n, self.alpha, self.xmin, rng)
 
     # -- tests -----------------------------------------------------------------------------
 
@@ -237,19 +237,6 @@ class PowerLaw:
         """The fitted tail, ``data >= xmin`` (ascending)."""
         return self.data[np.searchsorted(self.data, self.xmin, side="left") :]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha,
-            "xmin": self.xmin,
-            "sigma": self.sigma,
-            "ks": self.ks,
-            "n_tail": self.n_tail,
-            "n": self.n,
-            "loglikelihood": self.loglikelihood,
-            "discrete": self.discrete,
-            "scan": None if self.scan is None else self.scan.to_dict(),
-        }
-
 
 # -- fitting (shared with the bootstrap) ------------------------------------------------------
 
@@ -272,12 +259,12 @@ def fit_sorted(x: np.ndarray, opts: FitOptions) -> PowerLaw:
         if not np.isfinite(alpha):
             raise ValueError(f"data: the tail above xmin={xmin:g} is too steep to fit")
         values, first = np.unique(tail, return_index=True)
-        ks = _discrete.ks_distance(values, first.astype(np.float64), n_tail, alpha, xmin)
-        loglik = _discrete.loglikelihood(tail, alpha, xmin)
+        ks = disc.ks_distance(values, first.astype(np.float64), n_tail, alpha, xmin)
+        loglik = disc.loglikelihood(tail, alpha, xmin)
     else:
-        alpha = _continuous.mle_alpha(tail, xmin)
-        ks = _continuous.ks_distance(tail, alpha, xmin)
-        loglik = _continuous.loglikelihood(tail, alpha, xmin)
+        alpha = cont.mle_alpha(tail, xmin)
+        ks = cont.ks_distance(tail, alpha, xmin)
+        loglik = cont.loglikelihood(tail, alpha, xmin)
     x.setflags(write=False)  # the fit keeps (a view of) its data
     return PowerLaw(
         alpha=alpha,
@@ -295,8 +282,10 @@ def fit_sorted(x: np.ndarray, opts: FitOptions) -> PowerLaw:
 
 
 def fit_ks(x: np.ndarray, opts: FitOptions) -> float:
-    """Only the KS distance of the fit of ascending ``x`` (the bootstrap's statistic); NaN when
-    the replicate cannot be fitted."""
+    """Only the KS distance of the fit of ascending ``x`` (the bootstrap's statistic).
+
+    NaN when the replicate cannot be fitted.
+    """
     try:
         if opts.xmin is None and not opts.discrete and not opts.exhaustive:
             if opts.xmin_candidates is None:  # the op's default candidates: no index work here
@@ -312,8 +301,11 @@ def fit_ks(x: np.ndarray, opts: FitOptions) -> float:
 
 
 def select_xmin(x: np.ndarray, opts: FitOptions) -> tuple[int, XminScan | None]:
-    """Index of the minimum-KS cutoff among the candidates with alpha in ``alpha_range`` (the
-    first one on ties, as ``numpy.argmin``), and the scan curve when exhaustive."""
+    """Index of the minimum-KS cutoff, and the scan curve when exhaustive.
+
+    Index of the minimum-KS cutoff among the candidates with alpha in ``alpha_range`` (the first one
+    on ties, as ``numpy.argmin``), and the scan curve when exhaustive.
+    """
     cand = candidate_indices(x, opts.xmin_candidates)
     lo, hi = opts.alpha_range
     if opts.discrete:
@@ -372,22 +364,24 @@ def _discrete_alpha(
     n: np.ndarray, sum_log: np.ndarray, q: np.ndarray, estimator: DiscreteEstimator
 ) -> np.ndarray:
     if estimator == "approx":
-        return _discrete.approx_alpha(n, sum_log, q)
+        return disc.approx_alpha(n, sum_log, q)
     if estimator == "exact":
-        return _discrete.exact_alpha(n, sum_log, q)
-    approx = _discrete.approx_alpha(n, sum_log, q)  # "auto": the powerlaw package's rule
+        return disc.exact_alpha(n, sum_log, q)
+    approx = disc.approx_alpha(n, sum_log, q)  # "auto": the powerlaw package's rule
     use = (q >= 10) & (approx > 1.5) & (approx <= 3.0)
     out = approx.copy()
     if (~use).any():
-        out[~use] = _discrete.exact_alpha(n[~use], sum_log[~use], q[~use])
+        out[~use] = disc.exact_alpha(n[~use], sum_log[~use], q[~use])
     return out
 
 
 def _discrete_scan(
     x: np.ndarray, cand: np.ndarray, estimator: DiscreteEstimator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """alpha [C] and KS [C] of the discrete fit above every candidate (numpy; O(U^2) Hurwitz-zeta
-    evaluations for U distinct values)."""
+    """Alpha [C] and KS [C] of the discrete fit above every candidate (numpy.
+
+    O(U^2) Hurwitz-zeta evaluations for U distinct values).
+    """
     n = x.size
     suffix = np.cumsum(np.log(x)[::-1])[::-1]
     nt = (n - cand).astype(np.float64)
@@ -400,7 +394,7 @@ def _discrete_scan(
         a = alphas[c]
         if np.isfinite(a) and a > 1.0:
             below = (first[start[c] :] - cand[c]).astype(np.float64)
-            ks[c] = _discrete.ks_distance(values[start[c] :], below, int(nt[c]), a, q[c])
+            ks[c] = disc.ks_distance(values[start[c] :], below, int(nt[c]), a, q[c])
     return alphas, ks
 
 
@@ -417,14 +411,9 @@ def _check_fixed_tail(x: np.ndarray, start: int, xmin: float) -> None:
 
 
 def _check_xmin(xmin: Any, discrete: bool) -> float | None:
-    if xmin is None:
+    v = check_float("xmin", xmin, minimum=0.0, open_min=True, none_ok=True)
+    if v is None:
         return None
-    try:
-        v = float(xmin)
-    except (TypeError, ValueError):
-        raise ValueError(f"xmin must be a positive number or None, got {xmin!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"xmin must be positive and finite, got {xmin!r}")
     if discrete and v != math.floor(v):
         raise ValueError(f"xmin must be an integer when discrete=True, got {xmin!r}")
     return v
@@ -433,7 +422,7 @@ def _check_xmin(xmin: Any, discrete: bool) -> float | None:
 def _check_candidates(spec: Any) -> int | tuple[float, ...] | None:
     if spec is None:
         return None
-    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+    if np.ndim(spec) == 0:  # a number of log-spaced cutoffs
         return check_int("xmin_candidates", spec, minimum=1)
     arr = as_float_vector("xmin_candidates", spec, min_size=1)
     require_positive("xmin_candidates", arr)
@@ -448,11 +437,3 @@ def _check_alpha_range(alpha_range: Any) -> tuple[float, float]:
     if math.isnan(lo) or math.isnan(hi) or not lo < hi:
         raise ValueError(f"alpha_range must satisfy low < high, got {alpha_range!r}")
     return lo, hi
-
-
-def _check_estimator(estimator: Any) -> DiscreteEstimator:
-    if estimator not in ("exact", "approx", "auto"):
-        raise ValueError(
-            f"discrete_estimator must be 'exact', 'approx' or 'auto', got {estimator!r}"
-        )
-    return estimator

@@ -1,6 +1,8 @@
-"""The power-law test of a Hessian (or gradient-covariance) spectrum, exactly as the P1 paper does
-it: Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*,
-arXiv:2201.13011 (2022); Tang et al., ICML 2025 (methods.md section 1).
+"""The power-law test of a Hessian (or gradient-covariance) spectrum, as the P1 paper does it.
+
+The power-law test of a Hessian (or gradient-covariance) spectrum, exactly as the P1 paper does it:
+Xie, Tang, Cai, Sun, Li, *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011
+(2022); Tang et al., ICML 2025.
 
 The top K positive eigenvalues lambda_1 >= ... >= lambda_K are fitted with the cutoff fixed at the
 smallest, xmin = lambda_K (the ``powerlaw`` package with a fixed xmin):
@@ -17,20 +19,60 @@ smallest, xmin = lambda_K (the ``powerlaw`` package with a fixed xmin):
 
 Eigengaps delta_k = lambda_k - lambda_{k+1}, re-sorted descending, are tested the same way (P1
 finds s_gap ~ s + 1).
+
+Two inputs admit no decision, and are refused with a ``ValueError`` that says so:
+
+* **Too few values for the test.** With beta fitted to the same K values, d_ks can approach but
+  never reach sup_d(K) = max(1 - 2/K, 1 - e^(-K/(K-1)) - 1/K) (K - 2 values just above xmin and
+  one far above it; the second form is the two-value case). Where c_alpha / sqrt(K) >= sup_d(K)
+  no K values can fail the test (K = 2 always passes), so K >= :func:`min_k` (6 at alpha = 0.05).
+* **Values equal to within float resolution.** The exponent is K / sum log(lambda_i / lambda_K);
+  when log(lambda_1 / lambda_K) <= ``MIN_LOG_SPREAD`` (sqrt of float64's epsilon, 1.5e-8) the
+  sum is rounding noise and beta (e.g. 2.5e12 for values equal to 1e-10) with it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fastspec.stats import _continuous
-from fastspec.stats._checks import KS_TABLE, as_float_vector, check_int, check_level
+from fastspec._checks import AsDict, check_int
+from fastspec.stats import continuous as cont
+from fastspec.stats.inputs import KS_TABLE, as_float_vector, check_level
 
-__all__ = ["SpectrumFit", "fit_eigengaps", "fit_spectrum", "ks_critical_value"]
+__all__ = [
+    "MIN_LOG_SPREAD",
+    "SpectrumFit",
+    "fit_eigengaps",
+    "fit_spectrum",
+    "ks_critical_value",
+    "min_k",
+]
+
+#: the smallest log(lambda_1 / lambda_K) fitted: below it the values agree to within rounding
+MIN_LOG_SPREAD = float(np.finfo(np.float64).eps) ** 0.5
+
+
+def sup_ks_distance(k: int) -> float:
+    """The supremum of d_ks over all sets of ``k`` values fitted by their own MLE (see the notes)."""
+    k = check_int("k", k, minimum=2)
+    return max(1.0 - 2.0 / k, 1.0 - math.exp(-k / (k - 1)) - 1.0 / k)
+
+
+def min_k(alpha: float = 0.05) -> int:
+    """The fewest values for which P1's KS test can reject at level ``alpha``.
+
+    The smallest K with c_alpha / sqrt(K) < :func:`sup_ks_distance` (K): 5 at alpha = 0.20,
+    0.15 and 0.10, 6 at 0.05 and 0.01.
+    """
+    c = KS_TABLE[check_level(alpha)]
+    k = 2
+    while c / math.sqrt(k) >= sup_ks_distance(k):
+        k += 1
+    return k
 
 
 def ks_critical_value(n: int, alpha: float = 0.05) -> float:
@@ -53,7 +95,7 @@ def ks_critical_value(n: int, alpha: float = 0.05) -> float:
 
 
 @dataclass(frozen=True)
-class SpectrumFit:
+class SpectrumFit(AsDict):
     """The P1 power-law fit and KS test of the top-k values of a spectrum.
 
     Attributes:
@@ -85,9 +127,6 @@ class SpectrumFit:
     lsq_slope: float
     lsq_r2: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def fit_spectrum(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05) -> SpectrumFit:
     """Fit and test a power law on the top ``k`` positive values (P1's method).
@@ -102,8 +141,10 @@ def fit_spectrum(eigenvalues: Any, k: int | None = None, *, alpha: float = 0.05)
         The fit, its KS distance and the decision.
 
     Raises:
+        TypeError: ``k`` is not an int, or ``alpha`` not a number.
         ValueError: on NaN/inf, fewer than 2 positive values, k < 2 or k larger than the number
-            of positive values, all k values equal, or an untabulated alpha.
+            of positive values, an untabulated alpha, or input that admits no decision: fewer
+            than :func:`min_k` values, or values equal to within float resolution.
     """
     level = check_level(alpha)
     ev = as_float_vector("eigenvalues", eigenvalues, min_size=1)
@@ -146,12 +187,22 @@ def _fit_top(values: np.ndarray, k: int | None, level: float, *, what: str) -> S
     if k > values.size:
         name = "positive eigenvalues" if what == "eigenvalues" else "positive eigengaps"
         raise ValueError(f"k={k} exceeds the number of {name} ({values.size})")
+    if k < min_k(level):
+        raise ValueError(
+            f"{what}: cannot decide with k={k} values: at alpha={level:g} the KS test rejects no "
+            f"set of fewer than {min_k(level)} values (fastspec.stats.min_k)"
+        )
     top = values[:k]
     xmin = float(top[-1])
-    beta = _continuous.mle_alpha(top, xmin)
-    if not math.isfinite(beta):
-        raise ValueError(f"{what}: the top k={k} values are all equal; no power law can be fitted")
-    ks = _continuous.ks_distance(top[::-1].copy(), beta, xmin)
+    spread = math.log(float(top[0]) / xmin)
+    if spread <= MIN_LOG_SPREAD:
+        raise ValueError(
+            f"{what}: cannot decide: the top k={k} values are all equal to within a relative "
+            f"{spread:.1e} (at most {MIN_LOG_SPREAD:.1e}, float resolution); the exponent would "
+            "be rounding noise"
+        )
+    beta = cont.mle_alpha(top, xmin)
+    ks = cont.ks_distance(top[::-1].copy(), beta, xmin)
     crit = KS_TABLE[level] / math.sqrt(k)
     slope, r2 = _loglog_lsq(top)
     return SpectrumFit(

@@ -1,6 +1,8 @@
-"""Heavy tail or Gaussian? Per-sample tests for sets of gradient samples, as in the gradient-
-structure analysis of P2 (Xie et al., *On the Overlooked Structure of Stochastic Gradients*,
-NeurIPS 2023; methods.md section 3, a reconstruction: P2's exact protocol could not be read).
+"""Heavy tail or Gaussian?
+
+Per-sample tests for sets of gradient samples, as in the gradient-structure analysis of P2 (Xie et
+al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023; a reconstruction: P2's
+exact protocol could not be read).
 
 For each sample (a 1-D array of values, e.g. one gradient over its coordinates, or one coordinate
 over iterations):
@@ -28,7 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fastspec.stats._checks import as_float_vector, check_int, check_level
+from fastspec._checks import AsDict, check_choice, check_float, check_int
+from fastspec.stats.inputs import as_float_vector, check_level
 from fastspec.stats.powerlaw import PowerLaw
 from fastspec.stats.spectrum import ks_critical_value
 
@@ -65,7 +68,7 @@ def hill_estimator(x: Any, k: int) -> float:
 
 
 @dataclass(frozen=True, eq=False)
-class TailTests:
+class TailTests(AsDict):
     """Per-sample tail statistics of S samples, and the fraction passing each test.
 
     Attributes:
@@ -103,12 +106,6 @@ class TailTests:
     alpha: float
     gaussian_test: str
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in self.__dict__.items():
-            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
-        return out
-
 
 def tail_tests(
     samples: Any,
@@ -136,10 +133,10 @@ def tail_tests(
     from scipy import stats  # imported on use: keeps `import fastspec` light
 
     level = check_level(alpha)
-    if gaussian_test not in ("dagostino", "shapiro"):
-        raise ValueError(f"gaussian_test must be 'dagostino' or 'shapiro', got {gaussian_test!r}")
-    if not (isinstance(hill_fraction, (int, float)) and 0 < hill_fraction < 1):
-        raise ValueError(f"hill_fraction must lie in (0, 1), got {hill_fraction!r}")
+    check_choice("gaussian_test", gaussian_test, ("dagostino", "shapiro"))
+    hill_fraction = check_float(
+        "hill_fraction", hill_fraction, minimum=0.0, maximum=1.0, open_min=True, open_max=True
+    )
     rows = _rows(samples)
     s = len(rows)
     cols: dict[str, np.ndarray] = {

@@ -107,7 +107,7 @@ def test_no_trace_no_density(problem: tuple) -> None:
 
 @pytest.mark.parametrize(
     ("k", "error", "match"),
-    [(1, ValueError, "k must satisfy"), (75, ValueError, "k must satisfy"),
+    [(1, ValueError, "k must be >= 2"), (75, ValueError, "k must satisfy"),
      (2.5, TypeError, "k must be an int"), (True, TypeError, "k must be an int")],
 )  # fmt: skip
 def test_bad_k(problem: tuple, k: object, error: type, match: str) -> None:
@@ -124,3 +124,34 @@ def test_progress_goes_to_stderr(problem: tuple, capsys: pytest.CaptureFixture[s
     assert captured.out == ""
     for step in ("top-3 Hessian eigenpairs", "Hessian trace", "spectral density"):
         assert step in captured.err
+
+
+def test_load_names_the_file_and_what_is_wrong(report: HessianReport, tmp_path: Path) -> None:
+    """Raw KeyError / JSONDecodeError used to escape from load."""
+    out = report.save(tmp_path / "rep", plots=False)
+    good = json.loads((out / "report.json").read_text())
+    cases = {
+        "truncated": (out / "report.json").read_text()[:200],
+        "missing": json.dumps({k: v for k, v in good.items() if k != "eigenvalues"}),
+        "wrong kind": json.dumps({**good, "kind": "gradients"}),
+        "not an object": "[1, 2]",
+    }
+    for name, text in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.json"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=str(path)) as info:
+            HessianReport.load(path)
+        assert not isinstance(info.value.__cause__, (KeyError, json.JSONDecodeError))
+    with pytest.raises(ValueError, match="invalid JSON"):
+        HessianReport.load(tmp_path / "truncated.json")
+    with pytest.raises(ValueError, match="eigenvalues"):
+        HessianReport.load(tmp_path / "missing.json")
+
+
+def test_reports_saved_with_a_nested_density_curve_still_load(report: HessianReport) -> None:
+    d = report.to_dict()
+    d["density_curve"] = {
+        "grid": d.pop("density_grid"), "values": d.pop("density_values"),
+        "sigma": d.pop("density_sigma"),
+    }  # fmt: skip
+    assert HessianReport.from_dict(d).to_dict() == report.to_dict()

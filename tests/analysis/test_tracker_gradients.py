@@ -112,3 +112,31 @@ def test_gradient_bad_inputs() -> None:
     assert r.noise is None and "iteration_wise" not in r.tails  # 4 steps < 8: noted, not run
     assert any("iteration-wise" in n for n in r.notes)
     assert np.isfinite(r.covariance.eigenvalues.numpy()).all()
+
+
+def test_tracker_refuses_bad_settings_at_construction() -> None:
+    """k=0, k > P and unknown options used to fail only at the first record()."""
+    model, loss, data = make_model("mlp"), nn.CrossEntropyLoss(), make_data("mlp", 20)
+    P = sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        SpectrumTracker(model, loss, data, k=0)
+    with pytest.raises(ValueError, match=f"k must satisfy 2 <= k < P = {P}"):
+        SpectrumTracker(model, loss, data, k=P + 1)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['tolerance'\]"):
+        SpectrumTracker(model, loss, data, k=4, tolerance=1e-6)
+
+
+def test_a_bad_step_leaves_the_tracker_savable(tmp_path: Path) -> None:
+    """record(step="a") used to be stored, after which save() always failed."""
+    model, loss, data = make_model("mlp"), nn.CrossEntropyLoss(), make_data("mlp", 20)
+    tracker = SpectrumTracker(
+        model, loss, data, k=6, trace_matvecs=None, dtype=torch.float64, hvp="double_backward"
+    )
+    with pytest.raises(TypeError, match="step must be an int"):
+        tracker.record("a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="metric test_loss"):
+        tracker.record(0, test_loss="low")  # type: ignore[arg-type]
+    assert tracker.rows == []
+    tracker.record(np.int64(1), test_loss=0.5)
+    tracker.save(tmp_path / "t", overwrite=False)
+    assert json.loads((tmp_path / "t" / "report.json").read_text())["rows"][0]["step"] == 1

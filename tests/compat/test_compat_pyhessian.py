@@ -205,11 +205,43 @@ def test_bad_inputs(problem: dict[str, Any]) -> None:
         h.eigenvalues(top_n=75)
     with pytest.raises(ValueError, match="top_n"):
         h.eigenvalues(top_n=0)
-    with pytest.raises(ValueError, match="tol"):
-        h.eigenvalues(tol=0.0)
+    with pytest.raises(TypeError, match="tol"):
+        h.eigenvalues(tol="0.1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="maxIter"):
         h.trace(maxIter=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_v"):
         h.density(n_v=0)
     with pytest.raises(ValueError, match="num_steps"):
         h.density(iter=100)  # more Lanczos steps than P = 75
+
+
+@pytest.mark.parametrize("tol", [0.0, -1.0, 2.0, 1e-3])
+def test_every_tol_pyhessian_accepts_is_accepted(problem: dict[str, Any], tol: float) -> None:
+    """PyHessian compares a relative change with ``tol``, so any real tol is valid there
+    (tol <= 0: every iteration runs); the front door accepts the same: all maxIter trace terms
+    for tol <= 0, and eigenvalues within the clamped tol."""
+    model, x, y = problem["model"], problem["x"], problem["y"]
+    torch.manual_seed(0)
+    ref = original(model, data=(x, y))
+    assert 1 <= len(ref.trace(maxIter=6, tol=tol)) <= 6  # accepted there
+    ref.eigenvalues(maxIter=5, tol=tol)
+    ours = hessian(model, LOSS, data=(x, y), cuda=False, seed=0)
+    terms = ours.trace(maxIter=6, tol=tol)
+    assert isinstance(terms, list) and 1 <= len(terms) <= 6
+    if tol <= 0:
+        assert len(terms) == 6  # (PyHessian may stop early on a negative trace: documented)
+    vals, _ = ours.eigenvalues(tol=tol, top_n=2)
+    exact = problem["lm"][:2].numpy()
+    np.testing.assert_allclose(vals, exact, rtol=max(min(tol, 0.5), 1e-10) * 10)
+
+
+def test_nan_data_is_one_clear_error(problem: dict[str, Any]) -> None:
+    """trace() on NaN data used to return NaNs while eigenvalues() raised: now the front door
+    refuses the data itself, for data= and dataloader= alike."""
+    model, x, y = problem["model"], problem["x"], problem["y"]
+    x = x.clone()
+    x[0, 0] = math.nan
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        hessian(model, LOSS, data=(x, y), cuda=False)
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        hessian(model, LOSS, dataloader=[(x[:25], y[:25]), (x[25:], y[25:])], cuda=False)

@@ -115,10 +115,10 @@ def test_layers_without_second_derivatives() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"mode": "training"}, ValueError, "mode must be 'eval' or 'train'"),
-        ({"hvp": "fast"}, ValueError, "hvp must be 'auto'"),
+        ({"mode": "training"}, ValueError, "mode must be one of 'eval', 'train'"),
+        ({"hvp": "fast"}, ValueError, "hvp must be one of 'auto'"),
         ({"dtype": torch.float16}, TypeError, "dtype must be torch.float32 or torch.float64"),
-        ({"max_samples": 0}, ValueError, "max_samples must be a positive integer"),
+        ({"max_samples": 0}, ValueError, "max_samples must be >= 1"),
         ({"params": 3}, TypeError, "params must be None, a regex, a list or a predicate"),
     ],
 )
@@ -149,3 +149,36 @@ def test_ggn_and_fisher_restrictions() -> None:
     xc, yc = make_data("cnn", 4)
     with pytest.raises(ValueError, match="undefined under train-mode BatchNorm"):
         EmpiricalFisherOperator(cnn, nn.CrossEntropyLoss(), (xc, yc), mode="train")
+
+
+def test_nan_or_inf_data_is_refused_before_any_product() -> None:
+    model, (x, y) = mlp_and_data()
+    for bad in (float("nan"), float("inf")):
+        xb = x.clone()
+        xb[3, 1] = bad
+        with pytest.raises(ValueError, match="data contains NaN or inf"):
+            HessianOperator(model, nn.CrossEntropyLoss(), [(x[:10], y[:10]), (xb, y)])
+
+
+@pytest.mark.parametrize("hvp", ["auto", "double_backward", "forward_over_reverse"])
+def test_data_of_the_wrong_dtype_is_named_not_blamed_on_derivatives(hvp: str) -> None:
+    """Integer inputs to a float layer, or float class targets for the cross-entropy, fail in
+    the loss itself: the error says so and names the dtypes (not 'a layer lacks ... support')."""
+    model, (x, y) = mlp_and_data()
+    loss = nn.CrossEntropyLoss()
+    for data, dtype in (((x.long(), y), "int64"), ((x, y.double()), r"float64 \[20\]")):
+        for cls in (HessianOperator, GGNOperator):
+            kwargs = {"hvp": hvp} if cls is HessianOperator else {}
+            op = cls(model, loss, data, **kwargs)
+            with pytest.raises(TypeError, match=f"loss cannot be evaluated.*{dtype}.*dtypes"):
+                op.matvec(torch.ones(op.shape[0], dtype=op.dtype))
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(2.7, TypeError), (True, TypeError), ("3", TypeError), (0, ValueError)]
+)
+def test_max_samples_is_an_int(value: object, error: type) -> None:
+    """``max_samples=2.7`` used to become 2 silently."""
+    model, data = mlp_and_data()
+    with pytest.raises(error, match="max_samples"):
+        HessianOperator(model, nn.CrossEntropyLoss(), data, max_samples=value)  # type: ignore[arg-type]

@@ -81,9 +81,9 @@ def test_auto_caches_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> 
         return op._theta
 
     probe = HessianOperator(model, loss, data)
-    per_batch = operators._saved_bytes(
-        lambda: operators._GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
-    ) + operators._nbytes(theta(probe))
+    per_batch = operators.saved_bytes(
+        lambda: operators.GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
+    ) + operators.nbytes(theta(probe))
     assert per_batch >= x[:8].numel() * 8  # at least the first layer's saved input
     v = torch.randn(probe.shape[0], 2, dtype=torch.float64)
     oracle = dense_hessian(model, loss, x, y) @ v
@@ -125,7 +125,7 @@ def test_train_mode_batchnorm_cached() -> None:
 def test_bad_cache_graph_options() -> None:
     model = make_model("mlp")
     x, y = make_data("mlp")
-    with pytest.raises(TypeError, match="cache_graph must be None, True or False"):
+    with pytest.raises(TypeError, match="cache_graph must be True or False"):
         HessianOperator(model, nn.CrossEntropyLoss(), (x, y), cache_graph="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cache_graph=True keeps reverse-mode graphs"):
         HessianOperator(
@@ -133,5 +133,5 @@ def test_bad_cache_graph_options() -> None:
         )
     with pytest.raises(ValueError, match="cache_graph=True keeps reverse-mode graphs: use jvp="):
         GGNOperator(model, nn.CrossEntropyLoss(), (x, y), cache_graph=True, jvp="forward")
-    with pytest.raises(ValueError, match="jvp must be 'auto', 'double_backward' or 'forward'"):
+    with pytest.raises(ValueError, match="jvp must be one of 'auto', 'double_backward', 'forward'"):
         EmpiricalFisherOperator(model, nn.CrossEntropyLoss(), (x, y), jvp="reverse")

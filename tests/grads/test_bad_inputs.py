@@ -70,7 +70,7 @@ def test_bad_arguments() -> None:
         gradient_gram(model, loss, (x, y), mode="test")
     with pytest.raises(ValueError, match="k must be at most min"):
         gradient_covariance_spectrum(model, loss, (x, y), k=10)
-    with pytest.raises(ValueError, match="k must be a positive"):
+    with pytest.raises(ValueError, match="k must be >= 1"):
         gradient_covariance_spectrum(model, loss, (x, y), k=0)
     with pytest.raises(ValueError, match="method must be"):
         gradient_covariance_spectrum(model, loss, (x, y), method="arpack")
@@ -108,3 +108,41 @@ def test_recorder_misuse() -> None:
         dimension_wise_test(rec)
     with pytest.raises(TypeError, match="GradientRecorder"):
         iteration_wise_test(rec.minibatch)  # type: ignore[arg-type]
+
+
+def test_nan_data_is_named_before_any_gradient() -> None:
+    """NaN data used to surface as 'ill-conditioned or too many repeated eigenvalues'."""
+    model, x, y, loss = make_case("linear")
+    x = x.clone()
+    x[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        gradient_covariance_spectrum(model, loss, (x, y))
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        per_sample_gradients(model, loss, x, y)
+    with pytest.raises(ValueError, match="data contains NaN or inf"):
+        GradientRecorder(model, loss_fn=loss, data=(x, y))
+
+
+def test_data_of_the_wrong_dtype_is_named() -> None:
+    model, x, y, loss = make_case("linear")
+    with pytest.raises(TypeError, match=r"loss cannot be evaluated.*int64.*dtypes"):
+        gradient_covariance_spectrum(model, loss, (x.long(), y))
+    with pytest.raises(TypeError, match=r"loss cannot be evaluated.*dtypes"):
+        per_sample_gradients(model, loss, x, y.to(x.dtype))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("memory_budget", -1, ValueError),
+        ("memory_budget", 2.5, TypeError),
+        ("gram_max_bytes", -1, ValueError),
+        ("tol", 2.0, ValueError),
+        ("center", "yes", TypeError),
+        ("seed", 1.5, TypeError),
+    ],
+)
+def test_spectrum_options_are_checked(option: str, value: object, error: type) -> None:
+    model, x, y, loss = make_case("linear")
+    with pytest.raises(error, match=option):
+        gradient_covariance_spectrum(model, loss, (x, y), **{option: value})  # type: ignore[arg-type]

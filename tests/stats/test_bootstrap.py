@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 from stats_oracles import continuous_fit_at, numpy_scan, pareto_above_lognormal
 
-from fastspec.stats import PowerLaw, _continuous, gof_pvalue
+from fastspec.stats import PowerLaw, gof_pvalue
+from fastspec.stats import continuous as cont
 
 
 def _replicates_by_hand(fit: PowerLaw, n_boot: int, seed: int, fixed: bool) -> np.ndarray:
@@ -98,21 +99,21 @@ def test_batched_refits_equal_the_per_replicate_path(alpha_range: tuple[float, f
     from fastspec.stats import bootstrap
 
     fit = PowerLaw.fit(pareto_above_lognormal(800, seed=4), alpha_range=alpha_range)
-    assert fit.options is not None and bootstrap._batchable(fit.options)
+    assert fit.options is not None and bootstrap.batchable(fit.options)
     res = gof_pvalue(fit, 50, seed=11)
     n, body = fit.n, fit.data[: fit.n - fit.n_tail]
 
     def draw(ss: np.random.SeedSequence) -> np.ndarray:
         g = np.random.default_rng(ss)
         nt = int(g.binomial(n, fit.n_tail / n))
-        tail = _continuous.sample(nt, fit.alpha, fit.xmin, g)  # the module's own draws
+        tail = cont.sample(nt, fit.alpha, fit.xmin, g)  # the module's own draws
         return np.concatenate([body[g.integers(0, body.size, size=n - nt)], tail])
 
     seeds = np.random.SeedSequence(11).spawn(50)
-    loop = bootstrap._ks_boot_per_replicate(draw, seeds, fit.options, 2)
+    loop = bootstrap.ks_boot_per_replicate(draw, seeds, fit.options, 2)
     np.testing.assert_array_equal(res.ks_boot, loop)
     for chunk, workers in [(7, 1), (64, 2)]:
-        batched = bootstrap._ks_boot_batched(draw, seeds, alpha_range, workers, chunk=chunk)
+        batched = bootstrap.ks_boot_batched(draw, seeds, alpha_range, workers, chunk=chunk)
         np.testing.assert_array_equal(batched, loop)
     assert res.n_failed == 0 and res.p == np.mean(loop >= fit.ks)
 
@@ -127,5 +128,5 @@ def test_batched_path_marks_unfittable_replicates_failed() -> None:
         2: np.array([1.0, 2.0, 3.0, 5.0, np.inf]),  # an overflowing draw
     }
     order = {id(s): i for i, s in enumerate(seeds)}
-    ks = bootstrap._ks_boot_batched(lambda ss: data[order[id(ss)]], seeds, (1.0, np.inf), 1)
+    ks = bootstrap.ks_boot_batched(lambda ss: data[order[id(ss)]], seeds, (1.0, np.inf), 1)
     assert np.isfinite(ks[0]) and np.isnan(ks[1]) and np.isnan(ks[2])

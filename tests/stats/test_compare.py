@@ -12,8 +12,8 @@ from scipy import integrate, stats
 from stats_oracles import discrete_tail_above_uniform, package_fit, pareto_above_lognormal, quietly
 
 from fastspec.stats import ALTERNATIVES, PowerLaw, compare
-from fastspec.stats._special import log_lerch_phi, log_upper_gamma_scaled
 from fastspec.stats.alternatives import loglikelihoods
+from fastspec.stats.special import log_lerch_phi, log_upper_gamma_scaled
 
 CONTINUOUS = {
     "pareto_lognormal": lambda: pareto_above_lognormal(2000, seed=0),

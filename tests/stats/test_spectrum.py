@@ -1,9 +1,10 @@
-"""fastspec.stats.fit_spectrum / fit_eigengaps / ks_critical_value: P1's method (methods.md sec. 1)
+"""fastspec.stats.fit_spectrum / fit_eigengaps / ks_critical_value: P1's method
 against its calibration values, a plain numpy loop, scipy and the powerlaw package."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import torch
 from scipy import stats
 from stats_oracles import ks_loop, noisy_spectrum, package_fit, rank_law
 
-from fastspec.stats import fit_eigengaps, fit_spectrum, ks_critical_value
+from fastspec.cli import main
+from fastspec.stats import fit_eigengaps, fit_spectrum, ks_critical_value, min_k
+from fastspec.stats.spectrum import sup_ks_distance
 
-# -- calibration (methods.md sec. 1: exact rank law lambda_k = k^-s, K = 1000) ----------------
+# -- calibration (exact rank law lambda_k = k^-s, K = 1000) ----------------
 
 
 def test_calibration_s1() -> None:
@@ -31,7 +34,7 @@ def test_calibration_s1() -> None:
 def test_calibration_other_slopes(s: float, beta: float) -> None:
     f = fit_spectrum(rank_law(1000, s))
     assert round(f.beta, 4) == beta
-    # the MLE of s is biased low by about log(2 pi K) / (2K) relative (methods.md)
+    # the MLE of s is biased low by about log(2 pi K) / (2K) relative
     assert f.s / s - 1 == pytest.approx(-math.log(2 * math.pi * 1000) / 2000, abs=1e-3)
 
 
@@ -61,7 +64,7 @@ def test_matches_numpy_loop(k: int) -> None:
     assert f.beta == pytest.approx(beta, rel=1e-12)
     assert f.beta_se == pytest.approx((beta - 1) / math.sqrt(k), rel=1e-12)
     assert f.s == pytest.approx(1 / (beta - 1), rel=1e-12)
-    # methods.md: empirical CDF (i - 1)/K at the i-th smallest value
+    # P1: empirical CDF (i - 1)/K at the i-th smallest value
     d = max(abs(1 - (v / xmin) ** (1 - beta) - i / k) for i, v in enumerate(reversed(top)))
     assert f.ks == pytest.approx(d, rel=1e-10)
     assert f.ks == pytest.approx(ks_loop(np.array(top), lambda v: 1 - (v / xmin) ** (1 - beta)))
@@ -139,3 +142,65 @@ def test_eigengap_slope_of_a_rank_law_is_s_plus_one() -> None:
     for s in (0.5, 1.0):
         f = fit_eigengaps(rank_law(1000, s))
         assert f.s == pytest.approx(s + 1, rel=0.02)
+
+
+# -- input that admits no decision ------------------------------------------------------------
+
+
+def _fitted_ks(values: np.ndarray) -> float:
+    """d_ks of ``values`` fitted by their own MLE with xmin at the smallest (the oracle: the
+    formulas of P1 written out, not fastspec's)."""
+    x = np.sort(values)
+    beta = 1.0 + x.size / np.sum(np.log(x / x[0]))
+    emp = np.searchsorted(x, x, side="left") / x.size
+    return float(np.max(np.abs(1.0 - (x / x[0]) ** (1.0 - beta) - emp)))
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6, 9, 20])
+def test_sup_ks_distance_bounds_and_is_approached(k: int) -> None:
+    """No random set of k values exceeds sup_d(k); the extremal configurations come close."""
+    rng = np.random.default_rng(k)
+    worst = 0.0
+    for _ in range(3000):
+        logs = np.minimum(np.abs(rng.standard_cauchy(k - 1)) * rng.choice([1e-3, 1.0, 30.0]), 600)
+        worst = max(worst, _fitted_ks(np.exp(np.concatenate([[0.0], logs]))))
+    bound = sup_ks_distance(k)
+    assert worst <= bound + 1e-12
+    cluster = 1e-9 * np.arange(1, k - 1)  # k - 2 distinct values just above xmin
+    spread = np.exp(np.concatenate([[0.0], cluster, [60.0]]))  # d_ks -> 1 - 2/k
+    pair_ = np.exp(np.concatenate([[0.0], np.full(k - 1, 1.0)]))  # 1 - e^(-k/(k-1)) - 1/k
+    assert max(_fitted_ks(spread), _fitted_ks(pair_)) == pytest.approx(bound, abs=1e-6)
+    assert worst >= bound - 0.05  # random search gets near it too
+
+
+@pytest.mark.parametrize("alpha", [0.20, 0.15, 0.10, 0.05, 0.01])
+def test_min_k_is_where_the_test_can_first_reject(alpha: float) -> None:
+    k = min_k(alpha)
+    crit = ks_critical_value(k, alpha)
+    assert crit < sup_ks_distance(k) and ks_critical_value(k - 1, alpha) >= sup_ks_distance(k - 1)
+    with pytest.raises(ValueError, match=f"cannot decide with k={k - 1} values"):
+        fit_spectrum(rank_law(100, 1.0), k - 1, alpha=alpha)
+    # a set of k values the test rejects exists: K - 2 values just above xmin, one far above
+    bad = np.exp(np.concatenate([[0.0], 1e-6 * np.arange(1, k - 1), [60.0]]))
+    assert not fit_spectrum(bad, alpha=alpha).is_power_law
+
+
+def test_k_equal_two_no_longer_always_passes() -> None:
+    with pytest.raises(ValueError, match="cannot decide with k=2"):
+        fit_spectrum(np.array([1.0, 50.0]))
+
+
+@pytest.mark.parametrize("noise", ["1e-10", "ulp"])
+def test_values_equal_to_rounding_cannot_be_decided(noise: str, tmp_path: Path) -> None:
+    """100 values equal to 2.5 up to 1e-10 (or one ulp) are refused, not fitted as a power law
+    with beta ~ 1e12; ``fastspec fit`` gives the same answer (exit 2, the same message)."""
+    g = np.random.default_rng(0)
+    v = 2.5 + g.uniform(0.0, 1e-10, 100) if noise == "1e-10" else np.full(100, 2.5)
+    if noise == "ulp":
+        v[::2] = np.nextafter(2.5, 3.0)
+    with pytest.raises(ValueError, match="cannot decide: the top k=100 values are all equal"):
+        fit_spectrum(v)
+    np.savetxt(tmp_path / "v.txt", v)
+    assert main(["fit", str(tmp_path / "v.txt")]) == 2
+    # just above the resolution the fit is made (and decided by the KS test)
+    assert fit_spectrum(2.5 * np.exp(np.linspace(0.0, 1e-6, 100))).k == 100

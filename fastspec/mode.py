@@ -1,4 +1,4 @@
-"""The BatchNorm/dropout policy of the curvature operators.
+"""The BatchNorm/dropout policy of the curvature operators and per-sample gradients.
 
 ``mode="eval"`` (the default) evaluates the model as in ``model.eval()``: BatchNorm uses its
 running statistics and dropout is off, so the loss is a deterministic function of the parameters
@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import nn
+
+from fastspec._checks import check_bool, check_choice
 
 _STOCHASTIC = (
     nn.Dropout,
@@ -54,8 +56,8 @@ def mode_dependent_layers(model: nn.Module) -> list[str]:
 
 def check_mode(model: nn.Module, mode: str, allow_stochastic: bool) -> None:
     """Validate the policy before any computation (clear errors, one warning)."""
-    if mode not in ("eval", "train"):
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    check_choice("mode", mode, ("eval", "train"))
+    allow_stochastic = check_bool("allow_stochastic", allow_stochastic)
     if mode == "train" and not allow_stochastic:
         layers = stochastic_layers(model)
         if layers:
@@ -87,8 +89,10 @@ MODEL_LOCK = threading.RLock()
 
 @contextmanager
 def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards; holds
-    :data:`MODEL_LOCK` meanwhile."""
+    """Put ``model`` in ``mode`` and restore every module's ``training`` flag afterwards.
+
+    holds :data:`MODEL_LOCK` meanwhile.
+    """
     with MODEL_LOCK:
         flags = [(m, m.training) for m in model.modules()]
         try:

@@ -19,7 +19,7 @@ __all__ = ["log_lerch_phi", "log_upper_gamma_scaled"]
 
 
 def log_upper_gamma_scaled(a: float, z: float) -> float:
-    """log of I(a, z) = Gamma(a, z) z^(-a) e^z for real a and z >= 0 (+inf where it diverges)."""
+    """Log of I(a, z) = Gamma(a, z) z^(-a) e^z for real a and z >= 0 (+inf where it diverges)."""
     if z < 0 or math.isnan(a) or math.isnan(z):
         return math.nan
     if z == 0.0:
@@ -51,8 +51,11 @@ _EM_COEF = {1: 1.0 / 12.0, 3: -1.0 / 720.0, 5: 1.0 / 30240.0, 7: -1.0 / 1209600.
 
 
 def log_lerch_phi(lam: float, alpha: float, q: float) -> float:
-    """log Phi(e^-lam, alpha, q) = log sum_{k>=0} e^(-lam k) (q + k)^(-alpha), lam >= 0, q > 0
-    (+inf where the sum diverges: lam = 0 and alpha <= 1)."""
+    """Log of the Lerch transcendent Phi(e^-lam, alpha, q).
+
+    Log Phi(e^-lam, alpha, q) = log sum_{k>=0} e^(-lam k) (q + k)^(-alpha), lam >= 0, q > 0 (+inf
+    where the sum diverges: lam = 0 and alpha <= 1).
+    """
     if lam < 0 or q <= 0 or math.isnan(lam) or math.isnan(alpha):
         return math.nan
     if lam == 0.0:

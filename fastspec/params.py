@@ -1,15 +1,18 @@
-"""Which parameters a curvature operator differentiates: all, names, a regex or a predicate."""
+"""Which parameters the curvature operators and per-sample gradients differentiate.
+
+all, names, a regex or a predicate (shared by :mod:`fastspec.curvature` and :mod:`fastspec.grads`).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Union
 
 import torch
 from torch import nn
 
-from fastspec.curvature.mode import MODEL_LOCK
+from fastspec.mode import MODEL_LOCK
 
 ParamSpec = Union[
     None, str, Sequence[Union[str, torch.Tensor]], Callable[[str, torch.Tensor], bool]
@@ -74,9 +77,3 @@ def select_parameters(model: nn.Module, params: ParamSpec) -> list[str]:
             "set requires_grad=True or leave them out"
         )
     return names
-
-
-def describe(names: list[str], model: nn.Module) -> dict[str, Any]:
-    """Name → shape of the selected parameters (for reports)."""
-    named = dict(model.named_parameters())
-    return {n: tuple(named[n].shape) for n in names}

@@ -1,5 +1,7 @@
-"""The discrete power law p(x) = x^(-alpha) / zeta(alpha, xmin) on the integers x >= xmin, with
-the Hurwitz zeta function zeta(a, q) = sum_{k>=0} (q + k)^(-a) (``scipy.special.zeta(a, q)``).
+"""The discrete power law p(x) = x^(-alpha) / zeta(alpha, xmin) on the integers x >= xmin.
+
+The discrete power law p(x) = x^(-alpha) / zeta(alpha, xmin) on the integers x >= xmin, with the
+Hurwitz zeta function zeta(a, q) = sum_{k>=0} (q + k)^(-a) (``scipy.special.zeta(a, q)``).
 
 Exact MLE (Clauset et al. 2009, eq. 3.5: maximise -alpha sum log x_i - n log zeta(alpha, xmin)),
 the closed-form approximation alpha = 1 + n / sum log(x_i / (xmin - 1/2)) (their eq. 3.7, which
@@ -29,15 +31,17 @@ _BISECT_STEPS = 60
 
 
 def log_zeta(a: np.ndarray | float, q: np.ndarray | float) -> np.ndarray:
-    """log zeta(a, q) elementwise (-inf where zeta underflows)."""
+    """Log zeta(a, q) elementwise (-inf where zeta underflows)."""
     z = special.zeta(a, q)
     with np.errstate(divide="ignore"):
         return np.log(z)
 
 
 def max_alpha(q: np.ndarray | float) -> np.ndarray:
-    """The largest exponent fastspec fits at cutoff q: zeta(alpha, q) >= q^-alpha stays far from
-    underflow (alpha log q <= 600), and alpha <= 200."""
+    """The largest exponent fastspec fits at cutoff q.
+
+    zeta(alpha, q) >= q^-alpha stays far from underflow (alpha log q <= 600), and alpha <= 200.
+    """
     lq = np.log(np.maximum(np.asarray(q, dtype=np.float64), 1.0))
     with np.errstate(divide="ignore"):
         return np.minimum(200.0, 1.0 + 600.0 / lq)
@@ -81,14 +85,14 @@ def exact_alpha(n: np.ndarray, sum_log: np.ndarray, q: np.ndarray) -> np.ndarray
 
 
 def approx_alpha(n: np.ndarray, sum_log: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """alpha = 1 + n / sum log(x / (q - 1/2)) (Clauset et al. 2009, eq. 3.7)."""
+    """Alpha = 1 + n / sum log(x / (q - 1/2)) (Clauset et al. 2009, eq. 3.7)."""
     n, sum_log, q = (np.asarray(v, dtype=np.float64) for v in (n, sum_log, q))
     with np.errstate(divide="ignore"):
         return 1.0 + n / (sum_log - n * np.log(q - 0.5))
 
 
 def loglikelihood(tail: np.ndarray, alpha: float, xmin: float) -> float:
-    """sum over the tail of log p(x) = -alpha log x - log zeta(alpha, xmin)."""
+    """Sum over the tail of log p(x) = -alpha log x - log zeta(alpha, xmin)."""
     return float(-alpha * np.sum(np.log(tail)) - tail.size * log_zeta(alpha, xmin))
 
 
@@ -98,9 +102,11 @@ def ccdf_ge(x: np.ndarray, alpha: float, xmin: float) -> np.ndarray:
 
 
 def ks_distance(values: np.ndarray, below: np.ndarray, n: int, alpha: float, xmin: float) -> float:
-    """max |F*(v) - Fhat(v)| over the distinct tail values ``values`` (ascending, values[0] =
-    xmin), with Fhat(v) = below / n (``below``: how many tail points are < v) and
-    F*(v) = P(X < v) = 1 - zeta(alpha, v) / zeta(alpha, xmin).
+    """The KS distance of the discrete fit over the distinct tail values.
+
+    Max |F*(v) - Fhat(v)| over the distinct tail values ``values`` (ascending, values[0] = xmin),
+    with Fhat(v) = below / n (``below``: how many tail points are < v) and F*(v) = P(X < v) = 1 -
+    zeta(alpha, v) / zeta(alpha, xmin).
 
     The ``powerlaw`` package evaluates F* as ((1 - zeta(v)) - (1 - zeta(xmin))) / zeta(xmin),
     which loses about log10(1/zeta(alpha, xmin)) digits; the ratio form here does not.
@@ -110,9 +116,12 @@ def ks_distance(values: np.ndarray, below: np.ndarray, n: int, alpha: float, xmi
 
 
 def sample(n: int, alpha: float, xmin: float, rng: np.random.Generator) -> np.ndarray:
-    """n exact draws: X = max{x >= xmin : P(X >= x) >= u}, u ~ U(0, 1], by integer bisection on
-    the Hurwitz-zeta CCDF (started from the continuous approximation). Values above 2^53 (not
-    exactly representable in float64) are returned rounded."""
+    """N exact draws: X = max{x >= xmin .
+
+    P(X >= x) >= u}, u ~ U(0, 1], by integer bisection on the Hurwitz-zeta CCDF (started from the
+    continuous approximation). Values above 2^53 (not exactly representable in float64) are returned
+    rounded.
+    """
     log_u = np.log1p(-rng.random(n))  # log u, u in (0, 1]
     lz0 = float(log_zeta(alpha, xmin))
     limit = 2.0**53

@@ -8,14 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastspec._checks import check_bool, check_float
+
 
 def check_device(model: nn.Module, cuda: Any, name: str) -> None:
-    """fastspec computes where the model's parameters live; ``cuda`` (PyHessian's ``cuda``,
-    hessian-eigenthings' ``use_gpu``) must agree with that."""
+    """Fastspec computes where the model's parameters live.
+
+    ``cuda`` (PyHessian's ``cuda``, hessian-eigenthings' ``use_gpu``) must agree with that.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(cuda, bool):
-        raise TypeError(f"{name} must be True or False, got {cuda!r}")
+    cuda = check_bool(name, cuda)
     first = next((p for p in model.parameters() if p.requires_grad), None)
     if first is None:
         raise ValueError("model has no parameter that requires grad")
@@ -33,20 +36,9 @@ def trainable_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
-
-
 def check_tol(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (0 < value < 1):
-        raise ValueError(f"{name} must lie in (0, 1), got {value}")
-    return float(value)
+    """A residual tolerance for :func:`fastspec.linalg.eigsh`, in (0, 1)."""
+    return check_float(name, value, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
 
 
 def unflatten(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:

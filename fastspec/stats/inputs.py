@@ -1,5 +1,8 @@
-"""Argument checks shared by :mod:`fastspec.stats`: each raises a ``ValueError`` naming the
-argument and saying what was expected."""
+"""Checks of the data the statistics take: real vectors, positivity, and KS-table levels.
+
+Scalar options (ints, floats, choices, bools) are checked with :mod:`fastspec._checks`, like
+everywhere in the package; what is specific to statistics lives here.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float_vector", "check_int", "check_level", "require_positive"]
+from fastspec._checks import check_float
+
+__all__ = ["KS_TABLE", "as_float_vector", "check_level", "require_positive"]
 
 # Critical values c_alpha of the one-sample KS test, D_crit = c_alpha / sqrt(n) (the table the
 # P1 paper uses; the asymptotic Kolmogorov quantiles rounded to two decimals).
@@ -16,9 +21,17 @@ KS_TABLE: dict[float, float] = {0.20: 1.07, 0.15: 1.14, 0.10: 1.22, 0.05: 1.36, 
 
 
 def as_float_vector(name: str, value: Any, *, min_size: int = 1) -> np.ndarray:
-    """``value`` as a 1-D float64 array with finite entries and at least ``min_size`` of them."""
+    """``value`` as a 1-D float64 array with finite entries and at least ``min_size`` of them.
+
+    Raises:
+        ValueError: not real numbers (complex values included), not 1-D, too short, or NaN/inf.
+    """
     if hasattr(value, "detach"):  # a torch tensor (possibly on a GPU): bring it to numpy
+        if value.is_complex():
+            raise ValueError(f"{name} must hold real numbers, got a complex tensor")
         value = value.detach().cpu().double().numpy()
+    if np.iscomplexobj(value):
+        raise ValueError(f"{name} must hold real numbers, got complex values")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -43,22 +56,15 @@ def require_positive(name: str, arr: np.ndarray) -> None:
 
 
 def check_level(alpha: Any) -> float:
-    """A significance level from the KS table (0.20, 0.15, 0.10, 0.05, 0.01)."""
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a significance level, got {alpha!r}") from None
+    """A significance level from the KS table (0.20, 0.15, 0.10, 0.05, 0.01).
+
+    Raises:
+        TypeError: ``alpha`` is not a real number.
+        ValueError: ``alpha`` is not one of the tabulated levels.
+    """
+    a = check_float("alpha", alpha)
     for level in KS_TABLE:
         if math.isclose(a, level, rel_tol=1e-9, abs_tol=0.0):
             return level
     levels = ", ".join(f"{lv:g}" for lv in KS_TABLE)
     raise ValueError(f"alpha must be one of the tabulated KS levels ({levels}), got {alpha!r}")
-
-
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """An integer ``>= minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
