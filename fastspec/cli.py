@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
     if args.no_gradients:
         changes["gradients"] = False
-    for name in ("k", "epochs", "dtype"):
+    for name in ("k", "epochs", "dtype", "seeds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.models is not None:
@@ -186,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, out="fastspec_report")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test: seconds)")
     p.add_argument("--models", help="comma-separated subset of fcn,lenet")
-    p.add_argument("--k", type=_positive_int, help="top eigenvalues per analysis (default 500)")
+    p.add_argument("--k", type=_positive_int, help="top eigenvalues per analysis (default 500; "
+                   "P1: 1000)")  # fmt: skip
+    p.add_argument("--seeds", type=_positive_int,
+                   help="seeds, --seed onwards; reported as mean ± std and counts (default 3)")  # fmt: skip
     p.add_argument("--epochs", type=_positive_int, help="training epochs (default 50, P1's)")
     p.add_argument(
         "--dtype", choices=("float32", "float64"), help="compute dtype (default float32)"
