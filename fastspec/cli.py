@@ -70,11 +70,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from fastspec.analysis.run import QUICK, RunSettings, run_main_job
 
+    if args.findings:
+        return _findings(args)
     settings = QUICK if args.quick else RunSettings()
     changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
     if args.no_gradients:
         changes["gradients"] = False
-    for name in ("k", "epochs", "dtype"):
+    for name in ("k", "epochs", "dtype", "seeds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.models is not None:
@@ -91,6 +93,28 @@ def _run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(report.summary())
     print(f"\nreport written to {args.out}/ (summary.txt, report.json, spectra.png, per model)")
+    return 0
+
+
+def _findings(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from fastspec.analysis.findings import FINDINGS_QUICK, FindingsSettings, run_findings
+
+    settings = FINDINGS_QUICK if args.quick else FindingsSettings()
+    changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
+    for name in ("k", "epochs", "dtype", "seeds"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.only is not None:
+        changes["findings"] = tuple(f.strip() for f in args.only.split(",") if f.strip())
+    out = "fastspec_findings" if args.out == "fastspec_report" else args.out
+    report = run_findings(
+        replace(settings, **changes), out=out, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(report.summary())
+    print(f"\nreport written to {out}/ (summary.txt, report.json, one figure per finding)")
     return 0
 
 
@@ -219,12 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, out="fastspec_report")
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke test: seconds)")
     p.add_argument("--models", help="comma-separated subset of fcn,lenet")
-    p.add_argument("--k", type=_positive_int, help="top eigenvalues per analysis (default 500)")
+    p.add_argument("--k", type=_positive_int, help="top eigenvalues per analysis (default 500; "
+                   "P1: 1000)")  # fmt: skip
+    p.add_argument("--seeds", type=_positive_int,
+                   help="seeds, --seed onwards; reported as mean ± std and counts (default 3)")  # fmt: skip
     p.add_argument("--epochs", type=_positive_int, help="training epochs (default 50, P1's)")
     p.add_argument(
         "--dtype", choices=("float32", "float64"), help="compute dtype (default float32)"
     )
     p.add_argument("--no-gradients", action="store_true", help="skip P2's gradient analysis")
+    p.add_argument("--findings", action="store_true",
+                   help="P1's and P2's findings as one table over seeds (out: fastspec_findings; "
+                   "--k defaults to 200 there)")  # fmt: skip
+    p.add_argument("--only", help="with --findings: comma-separated rows (default all)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("hessian", help="P1's Hessian-spectrum analysis of your model",

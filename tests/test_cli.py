@@ -67,17 +67,21 @@ def test_run_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     stdout = capsys.readouterr().out
     assert "P1 finding 1" in stdout and "random init" in stdout and "trained" in stdout
     data = json.loads((out / "report.json").read_text())
-    for name in ("fcn", "lenet"):
-        for stage in ("random_init", "trained"):
-            rep = HessianReport.load(out / name / stage)
-            assert rep.to_dict() == data["models"][name][stage]
-            assert rep.spectrum_fit == fit_spectrum(rep.eigenvalues)
-            finding = data["findings"][name][stage]
-            assert finding == ("power-law" if rep.spectrum_fit.is_power_law else "not power-law")
-            for png in ("spectrum.png", "ccdf.png", "density.png"):
-                assert (out / name / stage / png).stat().st_size > 1000
-            assert (out / name / f"gradients_{stage}" / "covariance.png").is_file()
-    assert (out / "fcn" / "tracker" / "curves.png").is_file()
+    for i, seed in enumerate(("0", "1")):
+        for name in ("fcn", "lenet"):
+            for stage in ("random_init", "trained"):
+                rep = HessianReport.load(out / f"seed{seed}" / name / stage)
+                assert rep.to_dict() == data["seeds"][seed][name][stage]
+                assert rep.spectrum_fit == fit_spectrum(rep.eigenvalues)
+                finding = data["findings"][name][stage][i]
+                pl = rep.spectrum_fit.is_power_law
+                assert finding == ("power-law" if pl else "not power-law")
+                for png in ("spectrum.png", "ccdf.png", "density.png"):
+                    assert (out / f"seed{seed}" / name / stage / png).stat().st_size > 1000
+                assert (
+                    out / f"seed{seed}" / name / f"gradients_{stage}" / "covariance.png"
+                ).is_file()
+        assert (out / f"seed{seed}" / "fcn" / "tracker" / "curves.png").is_file()
     assert (out / "spectra.png").stat().st_size > 1000
     assert (out / "summary.txt").read_text().strip() in stdout
     # a second run refuses to overwrite, and leaves the report as it was
@@ -232,7 +236,7 @@ def test_run_without_the_plots_extra(
     ("args", "match"),
     [
         (["--models", "mlp"], "models must be among"),
-        (["--k", "1"], "k and tracker_k must be >= 2"),
+        (["--k", "1"], "k must be >= 2"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--models", ""],
          "torch sees no CUDA GPU" if not torch.cuda.is_available() else "models must be among"),
     ],

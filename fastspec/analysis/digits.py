@@ -1,5 +1,7 @@
-"""The main job's data and models: scikit-learn's bundled handwritten digits (1797 8×8 images,
-no download), the papers' reference models scaled to it, and the papers' training recipe.
+"""The main job's data, models and training recipe.
+
+scikit-learn's bundled handwritten digits (1797 8×8 images, no download), the papers' reference
+models scaled to it, and the papers' training recipe.
 
 P1 (Xie et al., *On the Power-Law Hessian Spectrums in Deep Learning*, arXiv:2201.13011) studies
 a 2-hidden-layer ReLU FCN (100 units per layer) and LeNet on MNIST, trained with SGD, momentum
@@ -17,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastspec._checks import check_choice, check_float, check_int
+
 __all__ = [
     "MODELS",
     "TrainResult",
@@ -24,6 +28,8 @@ __all__ = [
     "evaluate",
     "fcn",
     "lenet",
+    "mlp",
+    "noisy_labels",
     "train",
     "train_data",
 ]
@@ -60,15 +66,52 @@ def train_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def fcn(width: int = 100) -> nn.Module:
     """P1's 2-hidden-layer ReLU FCN on 64 pixels: 64-``width``-``width``-10."""
-    return nn.Sequential(
-        nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
-    )
+    return mlp(depth=2, width=width)
+
+
+def mlp(*, depth: int = 2, width: int = 100, activation: str = "relu") -> nn.Module:
+    """An FCN on 64 pixels: ``depth`` hidden layers of ``width`` units, each with ``activation``.
+
+    ``activation`` is ``"relu"``, ``"linear"`` (none: a linear network) or ``"batchnorm"``
+    (BatchNorm1d without ReLU: P1's linear network plus BatchNorm).
+    """
+    check_int("depth", depth, minimum=1)
+    check_int("width", width, minimum=1)
+    check_choice("activation", activation, ("relu", "linear", "batchnorm"))
+    layers: list[nn.Module] = []
+    fan_in = 64
+    for _ in range(depth):
+        layers.append(nn.Linear(fan_in, width))
+        if activation == "relu":
+            layers.append(nn.ReLU())
+        elif activation == "batchnorm":
+            layers.append(nn.BatchNorm1d(width))
+        fan_in = width
+    layers.append(nn.Linear(fan_in, 10))
+    return nn.Sequential(*layers)
+
+
+def noisy_labels(y: torch.Tensor, fraction: float, *, seed: int = 0) -> torch.Tensor:
+    """P1's label noise: a copy of ``y`` [N] with a random ``fraction`` of it changed.
+
+    Each chosen label is replaced by a different class drawn uniformly.
+    """
+    check_float("fraction", fraction, minimum=0.0, maximum=1.0)
+    gen = torch.Generator().manual_seed(seed)
+    n = round(fraction * len(y))
+    idx = torch.randperm(len(y), generator=gen)[:n]
+    shift = torch.randint(1, 10, (n,), generator=gen)
+    out = y.clone()
+    out[idx] = (y[idx] + shift.to(y.device)) % 10
+    return out
 
 
 class LeNet(nn.Module):
-    """LeNet-5's layer sequence for 8×8 digits: conv 3×3 (6) - ReLU - max-pool 2 - conv 3×3 (16)
-    - ReLU - max-pool 2 - FC 120 - ReLU - FC 84 - ReLU - FC 10. Inputs ``[N, 64]`` or
-    ``[N, 1, 8, 8]``."""
+    """LeNet-5's layer sequence for 8×8 digits; inputs ``[N, 64]`` or ``[N, 1, 8, 8]``.
+
+    conv 3×3 (6) - ReLU - max-pool 2 - conv 3×3 (16) - ReLU - max-pool 2 - FC 120 - ReLU - FC 84
+    - ReLU - FC 10.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,7 +140,8 @@ class TrainResult:
     """What training did and reached.
 
     Attributes:
-        epochs: epochs run; steps: SGD steps; lr, momentum, weight_decay, batch_size: the recipe;
+        epochs: epochs run; steps: optimizer steps; optimizer: ``"sgd"`` or ``"adam"``;
+        lr, momentum, weight_decay, batch_size: the recipe;
         lr_milestones: epochs at which lr was divided by 10;
         train_loss, train_error, test_loss, test_error: at the end, in eval mode;
         seconds: wall time of training.
@@ -105,6 +149,7 @@ class TrainResult:
 
     epochs: int
     steps: int
+    optimizer: str
     lr: float
     momentum: float
     weight_decay: float
@@ -117,6 +162,7 @@ class TrainResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
         return asdict(self)
 
 
@@ -141,27 +187,38 @@ def train(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     batch_size: int = 128,
+    optimizer: str = "sgd",
     seed: int = 0,
     on_epoch: Callable[[int, nn.Module], Any] | None = None,
     on_step: Callable[[int, nn.Module], Any] | None = None,
     progress: bool = False,
     desc: str = "train",
 ) -> TrainResult:
-    """Train ``model`` in place with P1's recipe: SGD with momentum, weight decay, lr ÷ 10 at
-    40 % and 80 % of the epochs, shuffled minibatches.
+    """Train ``model`` in place with P1's recipe.
+
+    SGD with momentum, weight decay, lr ÷ 10 at 40 % and 80 % of the epochs, shuffled minibatches.
 
     Args:
         model: the network (on the device and in the dtype of the data).
-        train, test: ``(X, y)`` pairs.
+        train: the training ``(X, y)``.
+        test: the test ``(X, y)``.
         epochs: epochs to run (P1: 50).
-        lr, momentum, weight_decay, batch_size: the recipe (P1's values by default).
+        lr: learning rate (P1: 0.1).
+        momentum: SGD's momentum (P1: 0.9).
+        weight_decay: L2 weight decay (P1: 5e-4).
+        batch_size: minibatch size (P1: 128).
+        optimizer: ``"sgd"`` (P1's recipe) or ``"adam"`` (Adam with ``lr``, its betas and the
+            same weight decay and schedule; ``momentum`` unused).
         seed: seed of the shuffling.
         on_epoch: called as ``on_epoch(epoch, model)`` before the first epoch (epoch 0) and
             after each epoch ``1..epochs`` (for checkpoint analyses such as a tracker).
         on_step: called as ``on_step(step, model)`` after each ``backward()``, before the
             optimizer step (e.g. a :class:`fastspec.grads.GradientRecorder`'s ``record``).
-        progress: show a tqdm bar over epochs (stderr).
-        desc: the bar's label.
+        progress: show progress over epochs (stderr).
+        desc: the progress label.
+
+    Returns:
+        What training did and reached.
     """
     import time
 
@@ -169,7 +226,14 @@ def train(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     X, y = train
     milestones = tuple(sorted({round(0.4 * epochs), round(0.8 * epochs)} - {0}))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    check_choice("optimizer", optimizer, ("sgd", "adam"))
+    opt: torch.optim.Optimizer
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -197,7 +261,7 @@ def train(
     train_loss, train_error = evaluate(model, X, y)
     test_loss, test_error = evaluate(model, *test)
     return TrainResult(
-        epochs=epochs, steps=steps, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        epochs=epochs, steps=steps, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
         batch_size=batch_size, lr_milestones=milestones, train_loss=train_loss,
         train_error=train_error, test_loss=test_loss, test_error=test_error, seconds=seconds,
     )  # fmt: skip

@@ -36,8 +36,7 @@ _DPI = 120
 
 
 def require_matplotlib() -> None:
-    """Raise the clear ``ImportError`` now (before minutes of computing) if plots cannot be
-    drawn."""
+    """Raise the clear ``ImportError`` now, before minutes of computing, if plots cannot be drawn."""
     _pyplot()
 
 
@@ -57,8 +56,10 @@ def _pyplot() -> Any:
 
 
 def positive_gaps(eigenvalues: np.ndarray) -> np.ndarray:
-    """The eigengaps :func:`fastspec.stats.fit_eigengaps` fits: gaps of the positive eigenvalues
-    (descending), zero gaps dropped, re-sorted descending."""
+    """The eigengaps :func:`fastspec.stats.fit_eigengaps` fits.
+
+    Gaps of the positive eigenvalues (descending), zero gaps dropped, re-sorted descending.
+    """
     pos = np.sort(eigenvalues[eigenvalues > 0])[::-1]
     gaps = np.sort(pos[:-1] - pos[1:])[::-1]
     return gaps[gaps > 0]
@@ -77,8 +78,10 @@ def rank_axes(
     color: str | None = None,
     what: str = "eigenvalue",
 ) -> None:
-    """Rank k against the k-th largest value on log–log axes, with the fitted rank law over
-    the K fitted values."""
+    """Rank k against the k-th largest value on log–log axes.
+
+    With the fitted rank law over the K fitted values.
+    """
     v = np.sort(values[values > 0])[::-1]
     ranks = np.arange(1, v.size + 1)
     (line,) = ax.loglog(ranks, v, ".", ms=3, color=color, label=label)
@@ -107,8 +110,10 @@ def ccdf_axes(
     color: str | None = None,
     what: str = "eigenvalue",
 ) -> None:
-    """Empirical CCDF P(X >= x) of the fitted values on log–log axes, with the fitted
-    (x / x_min)^(1 − β)."""
+    """Empirical CCDF P(X >= x) of the fitted values on log–log axes.
+
+    With the fitted (x / x_min)^(1 − β).
+    """
     v = np.sort(values[values > 0])[::-1]
     if fit is not None:
         v = v[: fit.k]
@@ -140,8 +145,11 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def hessian_figures(report: HessianReport, directory: Path) -> list[Path]:
-    """``spectrum.png`` (rank plots of eigenvalues and eigengaps with their fits),
-    ``ccdf.png`` and, when the report has a density, ``density.png``."""
+    """A Hessian report's figures.
+
+    ``spectrum.png`` (rank plots of eigenvalues and eigengaps with their fits), ``ccdf.png`` and,
+    when the report has a density, ``density.png``.
+    """
     plt = _pyplot()
     out = []
     gaps = positive_gaps(report.eigenvalues)
@@ -186,8 +194,10 @@ def comparison_figure(
     what: str = "Hessian eigenvalue",
     suptitle: str | None = None,
 ) -> Path:
-    """One rank–value panel per entry of ``panels`` (``(title, [(label, values, fit), ...])``),
-    several spectra with their fitted laws on each."""
+    """One rank–value panel per entry of ``panels``: ``(title, [(label, values, fit), ...])``.
+
+    Several spectra with their fitted laws on each.
+    """
     plt = _pyplot()
     n = len(panels)
     fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.0), squeeze=False)
@@ -231,8 +241,11 @@ def series_figure(
 
 
 def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
-    """``covariance.png`` (rank plot and CCDF of the covariance spectrum with the fit) and, with
-    tail tests, ``tails.png`` (fraction of samples passing each test)."""
+    """A gradient report's figures.
+
+    ``covariance.png`` (rank plot and CCDF of the covariance spectrum with the fit) and, with tail
+    tests, ``tails.png`` (fraction of samples passing each test).
+    """
     plt = _pyplot()
     out = []
     ev = report.covariance.eigenvalues.numpy()
@@ -261,3 +274,39 @@ def gradient_figures(report: GradientReport, directory: Path) -> list[Path]:
         out.append(directory / "tails.png")
         _save(fig, out[-1])
     return out
+
+
+def fractions_figure(
+    groups: dict[str, dict[str, dict[str, float]]], path: Path, *, title: str
+) -> Path:
+    """Bars of P2's tail-test fractions, one group of bars per tail kind and one bar per entry.
+
+    Args:
+        groups: label (e.g. a seed) → tail kind → ``{"frac_power_law", "frac_gaussian"}``.
+        path: the PNG to write.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _pyplot()
+    kinds = list(dict.fromkeys(k for g in groups.values() for k in g))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    width = 0.8 / max(len(groups), 1)
+    x = np.arange(len(kinds))
+    for ax, test, name in (
+        (axes[0], "frac_power_law", "power law (KS < d_c)"),
+        (axes[1], "frac_gaussian", "Gaussian (p > α)"),
+    ):
+        for i, (label, g) in enumerate(groups.items()):
+            vals = [g.get(k, {}).get(test, np.nan) for k in kinds]
+            ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=label)
+        ax.set_xticks(x, [k.replace("_", "-") for k in kinds])
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"fraction passing: {name}")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("fraction of samples passing")
+    _legend_below(axes[0])
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    return path

@@ -1,5 +1,7 @@
-"""The main job (``fastspec run``): P1's Hessian-spectrum analysis of its reference models on a
-real data set that ships with scikit-learn, at random initialisation and after training.
+"""The main job, ``fastspec run``: P1's Hessian-spectrum analysis of its reference models.
+
+The models are trained on a real data set that ships with scikit-learn and analysed at random
+initialisation and after training, once per seed.
 
 For each reference model (:mod:`fastspec.analysis.digits`: the 2-hidden-layer ReLU FCN and the
 LeNet-style CNN) the job
@@ -29,11 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastspec._checks import check_choice, check_int
 from fastspec.analysis import digits
 from fastspec.analysis._io import atomic_dir, check_target, plain, write_json
-from fastspec.analysis._progress import note
+from fastspec.analysis._progress import JobProgress
 from fastspec.analysis.gradients import GradientReport, analyze_gradients
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.analysis.spread import Spread, count, spread
 from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker
 from fastspec.grads import GradientRecorder
@@ -67,7 +71,10 @@ class RunSettings:
             second half of training, the whole gradient at three of them);
             gradient_k: covariance eigenvalues fitted; gradient_coordinates: coordinates
             tracked for the iteration-wise and noise tests.
-        seed: seeds the initialisation, the data split, the shuffling and the estimators.
+        seed: the first seed; each seed fixes the data split, the initialisation, the
+            shuffling and the estimators' probes.
+        seeds: how many seeds (``seed``, ``seed + 1``, ...): the job is run once per seed and
+            reported as mean ± standard deviation and as counts of seeds.
         device: ``"auto"`` (CUDA when torch sees a GPU), ``"cpu"``, ``"cuda"``, ...
     """
 
@@ -89,30 +96,22 @@ class RunSettings:
     gradient_coordinates: int = 1000
     gradient_steps: int = 64
     seed: int = 0
+    seeds: int = 3
     device: str = "auto"
 
     def validated(self) -> RunSettings:
-        """Check every field (clear ``ValueError`` naming it); returns ``self``."""
+        """Check every field (a clear error naming it); returns ``self``."""
         unknown = [m for m in self.models if m not in digits.MODELS]
         if not self.models or unknown:
             raise ValueError(f"models must be among {sorted(digits.MODELS)}, got {self.models}")
-        for name in (
-            "k",
-            "tracker_k",
-            "epochs",
-            "trace_matvecs",
-            "density_probes",
-            "gradient_k",
-            "gradient_coordinates",
-            "gradient_steps",
-        ):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (4 if "trace" in name else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.k < 2 or self.tracker_k < 2:
-            raise ValueError(f"k and tracker_k must be >= 2, got {self.k}, {self.tracker_k}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        for name in ("k", "tracker_k"):
+            check_int(name, getattr(self, name), minimum=2)
+        for name in ("epochs", "density_probes", "gradient_k", "gradient_coordinates",
+                     "gradient_steps", "seeds"):  # fmt: skip
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("trace_matvecs", self.trace_matvecs, minimum=4)
+        check_int("seed", self.seed)
+        check_choice("dtype", self.dtype, ("float32", "float64"))
         if any(e < 0 or e > self.epochs for e in self.tracker_epochs):
             raise ValueError(f"tracker_epochs must lie in [0, epochs={self.epochs}]")
         resolve_device(self.device)
@@ -123,7 +122,7 @@ class RunSettings:
 QUICK = RunSettings(
     k=8, tol=1e-3, epochs=2, trace_matvecs=6, density_probes=2, density_steps=8,
     tracker_k=4, tracker_epochs=(0, 1, 2), max_samples=128, block_size=4, gradient_k=8,
-    gradient_coordinates=40, gradient_steps=12,
+    gradient_coordinates=40, gradient_steps=12, seeds=2,
 )  # fmt: skip
 
 
@@ -172,22 +171,37 @@ def _d(x: Any) -> Any:
 
 @dataclass(frozen=True, eq=False)
 class RunReport:
-    """Everything ``fastspec run`` computed.
+    """Everything ``fastspec run`` computed, for every seed.
 
     Attributes:
         settings: the :class:`RunSettings`.
-        models: one :class:`ModelRun` per reference model.
+        runs: seed → model name → :class:`ModelRun`.
         environment: device, threads, versions.
         seconds: wall time of the job (without writing the report).
+        data: the data set's name and sizes.
     """
 
     settings: RunSettings
-    models: dict[str, ModelRun]
+    runs: dict[int, dict[str, ModelRun]]
     environment: dict[str, Any]
     seconds: float
     data: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds run, in order."""
+        return tuple(self.runs)
+
+    @property
+    def models(self) -> dict[str, ModelRun]:
+        """The first seed's runs (model name → :class:`ModelRun`)."""
+        return self.runs[self.seeds[0]]
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form, what :meth:`save` writes as ``report.json``.
+
+        Every per-seed value, the spreads over seeds and the findings' counts.
+        """
         return plain(
             {
                 "kind": "run",
@@ -195,138 +209,175 @@ class RunReport:
                 "environment": self.environment,
                 "data": self.data,
                 "seconds": self.seconds,
+                "seed_list": list(self.seeds),
+                "spread": self.spreads(),
                 "findings": self.findings(),
-                "models": {n: m.to_dict() for n, m in self.models.items()},
+                "seeds": {
+                    str(seed): {n: m.to_dict() for n, m in runs.items()}
+                    for seed, runs in self.runs.items()
+                },
             }
         )
 
+    def spreads(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Model → stage → measured number → its :class:`Spread` over seeds, as dicts.
+
+        Each stage also has the :class:`Count` of seeds in which the eigenvalues
+        (``power_law``) and eigengaps (``gaps_power_law``) are power-law.
+        """
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name in self.settings.models:
+            out[name] = {}
+            for stage in ("random_init", "trained"):
+                reps = [getattr(runs[name], stage) for runs in self.runs.values()]
+                out[name][stage] = _hessian_spread(reps)
+            for stage, attr in (
+                ("random_init", "gradients_init"),
+                ("trained", "gradients_trained"),
+            ):
+                greps = [getattr(runs[name], attr) for runs in self.runs.values()]
+                if all(g is not None for g in greps):
+                    out[name][f"gradients_{stage}"] = _gradient_spread(greps)
+        return out
+
     def findings(self) -> dict[str, dict[str, Any]]:
-        """P1's first finding per model, read off the KS decisions: random init not power-law
-        and trained power-law (``"shown"``), or what was seen instead."""
+        """P1's first finding per model, counted over seeds.
+
+        In each seed it is read off the KS decisions: random init not power-law and trained
+        power-law (``shown``).
+        """
         out = {}
-        for name, m in self.models.items():
-            init, trained = m.random_init.spectrum_fit, m.trained.spectrum_fit
-            shown = (
-                init is not None
-                and trained is not None
-                and not init.is_power_law
-                and trained.is_power_law
-            )
+        for name in self.settings.models:
+            per_seed = [_finding_1(runs[name]) for runs in self.runs.values()]
+            c = count(per_seed)
             out[name] = {
-                "random_init": decision(init),
-                "trained": decision(trained),
-                "p1_finding_1": "shown" if shown else "not shown",
-            }
+                "p1_finding_1": f"shown in {c.text()}",
+                "shown": c.to_dict(),
+                "random_init": [decision(r[name].random_init.spectrum_fit)
+                                for r in self.runs.values()],
+                "trained": [decision(r[name].trained.spectrum_fit) for r in self.runs.values()],
+            }  # fmt: skip
         return out
 
     def summary(self) -> str:
-        """The console summary: a table of both analyses of each model, and the finding."""
+        """The console summary: mean ± std over seeds of each model's two analyses, counts."""
         s = self.settings
         env = self.environment
+        n = len(self.seeds)
         lines = [
             f"fastspec run: P1's Hessian-spectrum analysis on scikit-learn's digits "
             f"({self.data.get('num_train')} train / {self.data.get('num_test')} test samples)",
             f"  K = {s.k} top eigenvalues (P1: 1000), {s.dtype}, eigsh tol {s.tol:g}, "
-            f"{s.epochs} epochs of P1's recipe, device {env['device']} "
-            f"({env['threads']} threads), {self.seconds / 60:.1f} min",
+            f"{s.epochs} epochs of P1's recipe, {n} seeds ({', '.join(map(str, self.seeds))}), "
+            f"device {env['device']} ({env['threads']} threads), {self.seconds / 60:.1f} min",
+            f"  mean ± standard deviation over the {n} seeds; 'power-law': seeds with d_ks < d_c",
             "",
-            f"  {'model':7} {'stage':12} {'test err':>8} {'lambda_1':>9} {'Tr(H)':>14} "
-            f"{'s':>6} {'d_ks':>7} {'d_c':>7}  {'eigenvalues':14} {'s_gap':>6} {'gaps':14}",
+            f"  {'model':7} {'stage':12} {'test err':>11} {'lambda_1':>13} {'Tr(H)':>11} "
+            f"{'s':>11} {'d_ks':>15} {'d_c':>7}  {'power-law':11} {'s_gap':>9} {'gaps PL':11}",
         ]
-        for name, m in self.models.items():
-            for stage, rep in (("random init", m.random_init), ("trained", m.trained)):
-                fit, gap = rep.spectrum_fit, rep.eigengap_fit
-                err = rep.extra.get("test_error")
-                tr = rep.trace
+        spreads = self.spreads()
+        for name in s.models:
+            for stage, label in (("random_init", "random init"), ("trained", "trained")):
+                sp = spreads[name][stage]
                 lines.append(
-                    f"  {name:7} {stage:12} {_pct(err):>8} {rep.lambda_max:9.4g} "
-                    f"{'' if tr is None else f'{tr.estimate:.4g}±{tr.std_error:.1g}':>14} "
-                    f"{_num(fit, 's', 6, 3)} {_num(fit, 'ks', 7, 4)} "
-                    f"{_num(fit, 'ks_critical', 7, 4)}  {decision(fit):14} "
-                    f"{_num(gap, 's', 6, 2)} {decision(gap):14}"
+                    f"  {name:7} {label:12} {_t(sp['test_error'], '.1f', 100, '%'):>11} "
+                    f"{_t(sp['lambda_max'], '.3g'):>13} {_t(sp['trace'], '.3g'):>11} "
+                    f"{_t(sp['s'], '.3f'):>11} {_t(sp['ks'], '.4f'):>15} "
+                    f"{_t(sp['ks_critical'], '.4f').split('±')[0]:>7}  "
+                    f"{_c(sp['power_law']):11} {_t(sp['s_gap'], '.2f'):>9} "
+                    f"{_c(sp['gaps_power_law']):11}"
                 )
         lines.append("")
         for name, f in self.findings().items():
             lines.append(
                 f"  P1 finding 1 (random init not power-law, trained power-law), {name}: "
-                f"{f['p1_finding_1']} (random init: {f['random_init']}; trained: {f['trained']})"
+                f"{f['p1_finding_1']}"
             )
-        for name, m in self.models.items():
-            if m.tracker is not None and len(m.tracker.rows) >= 3:
-                r = m.tracker.correlations("test_loss")
+        for name in s.models:
+            trackers = [r[name].tracker for r in self.runs.values()]
+            if all(t is not None and len(t.rows) >= 3 for t in trackers):
+                rs = [t.correlations("test_loss") for t in trackers if t is not None]
+                cols = {c: spread(r[c] for r in rs) for c in ("lambda_max", "trace", "s", "ks")}
                 lines.append(
-                    f"  {name} tracker, Pearson r with test loss over {len(m.tracker.rows)} "
-                    f"checkpoints (top-{m.tracker.k}): lambda_1 {r['lambda_max']:+.2f}, "
-                    f"Tr(H) {r['trace']:+.2f}, s {r['s']:+.2f}, d_ks {r['ks']:+.2f}"
+                    f"  {name} tracker, Pearson r with test loss over "
+                    f"{len(trackers[0].rows) if trackers[0] else 0} checkpoints "
+                    f"(top-{s.tracker_k}), mean±std over seeds: "
+                    f"lambda_1 {cols['lambda_max'].text('+.2f')}, "
+                    f"Tr(H) {cols['trace'].text('+.2f')}, s {cols['s'].text('+.2f')}, "
+                    f"d_ks {cols['ks'].text('+.2f')}"
                 )
         grad_lines = []
-        for name, m in self.models.items():
-            for stage, g in (("random init", m.gradients_init), ("trained", m.gradients_trained)):
+        for name in s.models:
+            for stage, label in (("random_init", "random init"), ("trained", "trained")):
+                g = spreads[name].get(f"gradients_{stage}")
                 if g is None:
                     continue
-                fit = g.covariance_fit
-                fit_text = "no fit" if fit is None else (
-                    f"s {fit.s:.3f}, d_ks {fit.ks:.4f} vs {fit.ks_critical:.4f}: {decision(fit)}"
-                )  # fmt: skip
                 tails = ", ".join(
-                    f"{n.replace('_', '-')} {t.frac_power_law:.0%}/{t.frac_gaussian:.0%}"
-                    for n, t in g.tails.items()
+                    f"{kind.replace('_', '-')} {_t(g[kind]['frac_power_law'], '.0f', 100, '%')}"
+                    f"/{_t(g[kind]['frac_gaussian'], '.0f', 100, '%')}"
+                    for kind in ("dimension_wise", "iteration_wise", "noise")
+                    if kind in g
                 )
                 grad_lines.append(
-                    f"  {name:7} {stage:12} covariance top-{fit.k if fit else '?'}: {fit_text}; "
-                    f"power-law/Gaussian: {tails}"
+                    f"  {name:7} {label:12} covariance top-{s.gradient_k}: s "
+                    f"{_t(g['s'], '.3f')}, d_ks {_t(g['ks'], '.4f')}, power-law in "
+                    f"{_c(g['power_law'])}; power-law/Gaussian: {tails}"
                 )
         if grad_lines:
             lines.append("")
             lines.append(
                 "  P2 gradient structure (covariance spectrum of per-sample gradients; fraction "
-                "of samples passing the power-law / Gaussian tests)"
+                "of samples passing the power-law / Gaussian tests, mean±std over seeds)"
             )
             lines.extend(grad_lines)
-        notes = [f"{n}/{st}: {x}" for n, m in self.models.items()
-                 for st, rep in (("random_init", m.random_init), ("trained", m.trained))
-                 for x in rep.notes]  # fmt: skip
+        notes = sorted({f"{n}/{st}: {x}" for r in self.runs.values() for n, m in r.items()
+                        for st, rep in (("random_init", m.random_init), ("trained", m.trained))
+                        for x in rep.notes})  # fmt: skip
         lines.extend(f"  note: {x}" for x in notes)
+        lines.append("")
+        lines.append(
+            "  Other CPUs round differently, so a single seed's digits (and a verdict near d_c) "
+            "move between machines: compare the counts and the spreads."
+        )
         return "\n".join(line.rstrip() for line in lines)
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the run into ``directory`` atomically: ``report.json`` (everything),
-        ``summary.txt``, ``spectra.png`` (every model's random-init and trained spectra with
-        their fits), and per model ``<model>/random_init/``, ``<model>/trained/`` (Hessian
-        reports with their figures) and ``<model>/tracker/``."""
+        """Write the run into ``directory`` atomically.
+
+        ``report.json`` (everything, every seed), ``summary.txt``, ``spectra.png`` (every model's
+        random-init and trained spectra of every seed with their fits), and per seed and model
+        ``seed<N>/<model>/random_init/``, ``trained/``, ``gradients_*/`` and ``tracker/``.
+
+        Args:
+            directory: where to write (must not exist unless ``overwrite``).
+            overwrite: replace an existing ``directory``.
+
+        Returns:
+            ``directory`` as a path.
+        """
         with atomic_dir(directory, overwrite=overwrite) as tmp:
             self.write_into(tmp)
         return Path(directory)
 
     def write_into(self, directory: Path) -> None:
+        """Write the report's files into the existing ``directory``."""
         from fastspec.analysis.plots import comparison_figure
 
         write_json(directory / "report.json", self.to_dict())
         (directory / "summary.txt").write_text(self.summary() + "\n")
         panels = []
-        for name, m in self.models.items():
+        for name in self.settings.models:
             curves = [
-                ("random init", m.random_init.eigenvalues, m.random_init.spectrum_fit),
-                ("trained", m.trained.eigenvalues, m.trained.spectrum_fit),
+                (f"{label}, seed {seed}", rep.eigenvalues, rep.spectrum_fit)
+                for label, stage in (("random init", "random_init"), ("trained", "trained"))
+                for seed, runs in self.runs.items()
+                for rep in (getattr(runs[name], stage),)
             ]
-            panels.append((f"{name} ({m.num_params:,} parameters), digits", curves))
-            for stage, rep in (("random_init", m.random_init), ("trained", m.trained)):
-                (directory / name / stage).mkdir(parents=True)
-                rep.write_into(directory / name / stage)
-            for stage, grep in (
-                ("random_init", m.gradients_init),
-                ("trained", m.gradients_trained),
-            ):
-                if grep is not None:
-                    (directory / name / f"gradients_{stage}").mkdir(parents=True)
-                    grep.write_into(directory / name / f"gradients_{stage}")
-            if m.tracker is not None:
-                (directory / name / "tracker").mkdir(parents=True)
-                m.tracker.write_into(
-                    directory / name / "tracker",
-                    title=f"{name}: top-{m.tracker.k} Hessian spectrum over training (dashed: d_c)",
-                    xlabel="epoch",
-                )
+            params = self.models[name].num_params
+            panels.append((f"{name} ({params:,} parameters), digits", curves))
+        for seed, runs in self.runs.items():
+            for name, m in runs.items():
+                _write_model(directory / f"seed{seed}" / name, name, m)
         comparison_figure(
             panels, directory / "spectra.png",
             suptitle=f"Top-{self.settings.k} Hessian eigenvalues, rank–value, log–log, "
@@ -334,12 +385,73 @@ class RunReport:
         )  # fmt: skip
 
 
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{100 * x:.1f}%"
+def _write_model(directory: Path, name: str, m: ModelRun) -> None:
+    for stage, rep in (("random_init", m.random_init), ("trained", m.trained)):
+        (directory / stage).mkdir(parents=True)
+        rep.write_into(directory / stage)
+    for stage, grep in (("random_init", m.gradients_init), ("trained", m.gradients_trained)):
+        if grep is not None:
+            (directory / f"gradients_{stage}").mkdir(parents=True)
+            grep.write_into(directory / f"gradients_{stage}")
+    if m.tracker is not None:
+        (directory / "tracker").mkdir(parents=True)
+        m.tracker.write_into(
+            directory / "tracker",
+            title=f"{name}: top-{m.tracker.k} Hessian spectrum over training (dashed: d_c)",
+            xlabel="epoch",
+        )
 
 
-def _num(fit: Any, attr: str, width: int, digits_: int) -> str:
-    return " " * width if fit is None else f"{getattr(fit, attr):{width}.{digits_}f}"
+def _finding_1(m: ModelRun) -> bool:
+    init, trained = m.random_init.spectrum_fit, m.trained.spectrum_fit
+    return (
+        init is not None and trained is not None and not init.is_power_law and trained.is_power_law
+    )
+
+
+def _fit_value(fit: Any, attr: str) -> float | None:
+    return None if fit is None else float(getattr(fit, attr))
+
+
+def _hessian_spread(reps: list[HessianReport]) -> dict[str, Any]:
+    fits = [r.spectrum_fit for r in reps]
+    gaps = [r.eigengap_fit for r in reps]
+    return {
+        "test_error": spread(r.extra.get("test_error") for r in reps).to_dict(),
+        "test_loss": spread(r.extra.get("test_loss") for r in reps).to_dict(),
+        "lambda_max": spread(r.lambda_max for r in reps).to_dict(),
+        "trace": spread(None if r.trace is None else r.trace.estimate for r in reps).to_dict(),
+        "s": spread(_fit_value(f, "s") for f in fits).to_dict(),
+        "ks": spread(_fit_value(f, "ks") for f in fits).to_dict(),
+        "ks_critical": spread(_fit_value(f, "ks_critical") for f in fits).to_dict(),
+        "power_law": count([f is not None and f.is_power_law for f in fits]).to_dict(),
+        "s_gap": spread(_fit_value(f, "s") for f in gaps).to_dict(),
+        "gaps_power_law": count([f is not None and f.is_power_law for f in gaps]).to_dict(),
+    }
+
+
+def _gradient_spread(reps: list[GradientReport]) -> dict[str, Any]:
+    fits = [r.covariance_fit for r in reps]
+    out: dict[str, Any] = {
+        "s": spread(_fit_value(f, "s") for f in fits).to_dict(),
+        "ks": spread(_fit_value(f, "ks") for f in fits).to_dict(),
+        "power_law": count([f is not None and f.is_power_law for f in fits]).to_dict(),
+    }
+    for kind in ("dimension_wise", "iteration_wise", "noise"):
+        if all(kind in r.tails for r in reps):
+            out[kind] = {
+                "frac_power_law": spread(r.tails[kind].frac_power_law for r in reps).to_dict(),
+                "frac_gaussian": spread(r.tails[kind].frac_gaussian for r in reps).to_dict(),
+            }
+    return out
+
+
+def _t(d: dict[str, Any], fmt: str, scale: float = 1.0, unit: str = "") -> str:
+    return Spread(tuple(d["values"]), d["mean"], d["std"]).text(fmt, scale, unit)
+
+
+def _c(d: dict[str, Any]) -> str:
+    return f"{d['holds']} of {d['of']}"
 
 
 def run_main_job(
@@ -368,98 +480,123 @@ def run_main_job(
         check_target(out, overwrite=overwrite)
         require_matplotlib()
     device = resolve_device(s.device)
-    dtype = getattr(torch, s.dtype)
     start = time.perf_counter()
-    (Xtr, ytr), (Xte, yte) = digits.digits_split(dtype=dtype, seed=s.seed)
-    train_set = (Xtr.to(device), ytr.to(device))
-    test_set = (Xte.to(device), yte.to(device))
-    loss_fn = nn.CrossEntropyLoss()
-    common = {
-        "tol": s.tol, "dtype": dtype, "trace_matvecs": s.trace_matvecs, "seed": s.seed,
-        "max_samples": s.max_samples, "block_size": s.block_size,
-    }  # fmt: skip
-    runs: dict[str, ModelRun] = {}
-    for name in s.models:
-        torch.manual_seed(s.seed)
-        model = digits.MODELS[name]().to(device=device, dtype=dtype).eval()
-        init_loss, init_err = digits.evaluate(model, *test_set)
-        init = analyze_hessian(
-            model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
-            density_steps=s.density_steps, label=f"{name}/random_init", progress=progress,
-            extra={"test_loss": init_loss, "test_error": init_err}, **common,
-        )  # fmt: skip
-        grads_data = [
-            train_set
-            if s.max_samples is None
-            else (train_set[0][: s.max_samples], train_set[1][: s.max_samples])
-        ]
-        grad_common = {
-            "k": s.gradient_k, "noise_batch_size": 128, "num_coordinates": s.gradient_coordinates,
-            "dtype": dtype, "seed": s.seed, "progress": progress,
-        }  # fmt: skip
-        grads_init = grads_trained = None
-        recorder = None
-        if s.gradients:
-            grads_init = analyze_gradients(
-                model, loss_fn, grads_data, num_steps=s.gradient_steps,
-                label=f"{name}/random_init", **grad_common,
-            )  # fmt: skip
-            steps_per_epoch = -(-len(train_set[0]) // 128)
-            total = s.epochs * steps_per_epoch
-            first = total // 2  # record the second half of training
-            recorder = GradientRecorder(
-                model, num_coordinates=s.gradient_coordinates, seed=s.seed, loss_fn=loss_fn,
-                data=grads_data,
-                full_gradient_steps=sorted({first, (first + total) // 2, total - 1}),
-            )  # fmt: skip
-        tracker = None
-        if name in s.tracker_models:
-            tracker = SpectrumTracker(model, loss_fn, [train_set], k=s.tracker_k, **common)
-
-        def on_epoch(epoch: int, m: nn.Module, tracker: Any = tracker) -> None:
-            if tracker is not None and epoch in s.tracker_epochs:
-                test_loss, test_error = digits.evaluate(m, *test_set)
-                train_loss, _ = digits.evaluate(m, *train_set)
-                tracker.record(
-                    epoch, test_loss=test_loss, test_error=test_error, train_loss=train_loss
-                )
-
-        note(f"{name}: training ({s.epochs} epochs of P1's recipe)", enabled=progress)
-        result = digits.train(
-            model, train_set, test_set, epochs=s.epochs, seed=s.seed, on_epoch=on_epoch,
-            on_step=None if recorder is None else _recording(recorder, first),
-            progress=progress, desc=f"{name}: train",
-        )  # fmt: skip
-        trained = analyze_hessian(
-            model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
-            density_steps=s.density_steps, label=f"{name}/trained", progress=progress,
-            extra={"test_loss": result.test_loss, "test_error": result.test_error}, **common,
-        )  # fmt: skip
-        if recorder is not None:
-            grads_trained = analyze_gradients(
-                model, loss_fn, grads_data, recorder=recorder, label=f"{name}/trained",
-                **grad_common,
-            )  # fmt: skip
-        runs[name] = ModelRun(
-            name=name,
-            num_params=sum(p.numel() for p in model.parameters()),
-            training=result,
-            random_init=init,
-            trained=trained,
-            tracker=tracker,
-            gradients_init=grads_init,
-            gradients_trained=grads_trained,
-        )
+    seeds = tuple(range(s.seed, s.seed + s.seeds))
+    stages = 2 + 2 * s.gradients
+    job = JobProgress(len(seeds) * len(s.models) * stages, enabled=progress)
+    runs: dict[int, dict[str, ModelRun]] = {}
+    data: dict[str, Any] = {}
+    for seed in seeds:
+        runs[seed] = {}
+        for name in s.models:
+            runs[seed][name], data = _run_model(name, s, seed, device, job, progress)
     report = RunReport(
         settings=s,
-        models=runs,
+        runs=runs,
         environment=_environment(device),
         seconds=time.perf_counter() - start,
-        data={"name": "sklearn digits", "num_train": len(Xtr), "num_test": len(Xte)},
+        data=data,
     )
     if out is not None:
         report.save(out, overwrite=overwrite)
     return report
+
+
+def _run_model(
+    name: str,
+    s: RunSettings,
+    seed: int,
+    device: torch.device,
+    job: JobProgress,
+    progress: bool,
+) -> tuple[ModelRun, dict[str, Any]]:
+    """One model, one seed.
+
+    The seed fixes the data split, the initialisation, the shuffling and the estimators' probes.
+    """
+    dtype = getattr(torch, s.dtype)
+    (Xtr, ytr), (Xte, yte) = digits.digits_split(dtype=dtype, seed=seed)
+    train_set = (Xtr.to(device), ytr.to(device))
+    test_set = (Xte.to(device), yte.to(device))
+    loss_fn = nn.CrossEntropyLoss()
+    common = {
+        "tol": s.tol, "dtype": dtype, "trace_matvecs": s.trace_matvecs, "seed": seed,
+        "max_samples": s.max_samples, "block_size": s.block_size,
+    }  # fmt: skip
+    tag = f"{name}, seed {seed}"
+    torch.manual_seed(seed)
+    model = digits.MODELS[name]().to(device=device, dtype=dtype).eval()
+    init_loss, init_err = digits.evaluate(model, *test_set)
+    job.step(f"{tag}: Hessian at random init (K = {s.k})")
+    init = analyze_hessian(
+        model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
+        density_steps=s.density_steps, label=f"{name}/random_init", progress=progress,
+        extra={"test_loss": init_loss, "test_error": init_err}, **common,
+    )  # fmt: skip
+    grads_data = [
+        train_set
+        if s.max_samples is None
+        else (train_set[0][: s.max_samples], train_set[1][: s.max_samples])
+    ]
+    grad_common = {
+        "k": s.gradient_k, "noise_batch_size": 128, "num_coordinates": s.gradient_coordinates,
+        "dtype": dtype, "seed": seed, "progress": progress,
+    }  # fmt: skip
+    grads_init = grads_trained = None
+    recorder = None
+    first = 0
+    if s.gradients:
+        job.step(f"{tag}: gradients at random init")
+        grads_init = analyze_gradients(
+            model, loss_fn, grads_data, num_steps=s.gradient_steps,
+            label=f"{name}/random_init", **grad_common,
+        )  # fmt: skip
+        steps_per_epoch = -(-len(train_set[0]) // 128)
+        total = s.epochs * steps_per_epoch
+        first = total // 2  # record the second half of training
+        recorder = GradientRecorder(
+            model, num_coordinates=s.gradient_coordinates, seed=seed, loss_fn=loss_fn,
+            data=grads_data,
+            full_gradient_steps=sorted({first, (first + total) // 2, total - 1}),
+        )  # fmt: skip
+    tracker = None
+    if name in s.tracker_models:
+        tracker = SpectrumTracker(model, loss_fn, [train_set], k=s.tracker_k, **common)
+
+    def on_epoch(epoch: int, m: nn.Module) -> None:
+        if tracker is not None and epoch in s.tracker_epochs:
+            test_loss, test_error = digits.evaluate(m, *test_set)
+            train_loss, _ = digits.evaluate(m, *train_set)
+            tracker.record(epoch, test_loss=test_loss, test_error=test_error, train_loss=train_loss)
+
+    job.step(f"{tag}: training ({s.epochs} epochs of P1's recipe), then its Hessian")
+    result = digits.train(
+        model, train_set, test_set, epochs=s.epochs, seed=seed, on_epoch=on_epoch,
+        on_step=None if recorder is None else _recording(recorder, first),
+        progress=progress, desc=f"{tag}: train",
+    )  # fmt: skip
+    trained = analyze_hessian(
+        model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
+        density_steps=s.density_steps, label=f"{name}/trained", progress=progress,
+        extra={"test_loss": result.test_loss, "test_error": result.test_error}, **common,
+    )  # fmt: skip
+    if recorder is not None:
+        job.step(f"{tag}: gradients of the trained model")
+        grads_trained = analyze_gradients(
+            model, loss_fn, grads_data, recorder=recorder, label=f"{name}/trained",
+            **grad_common,
+        )  # fmt: skip
+    run = ModelRun(
+        name=name,
+        num_params=sum(p.numel() for p in model.parameters()),
+        training=result,
+        random_init=init,
+        trained=trained,
+        tracker=tracker,
+        gradients_init=grads_init,
+        gradients_trained=grads_trained,
+    )
+    return run, {"name": "sklearn digits", "num_train": len(Xtr), "num_test": len(Xte)}
 
 
 def _recording(recorder: GradientRecorder, first: int) -> Any:
