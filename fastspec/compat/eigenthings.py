@@ -49,8 +49,9 @@ Differences from hessian-eigenthings 1.0, all deliberate:
 * :func:`trace`: probes are always Rademacher (``distribution="gaussian"`` is checked and
   unused; the original ignores it for Hutch++ too), Hutch++ spends all ``num_matvecs``
   (the original ``3 · (num_matvecs // 3)``), and at least 2 (Hutchinson) or 4 (Hutch++)
-  products are needed for a standard error. ``seed=None`` draws a fresh seed (the original's
-  unseeded generator always starts from the same state).
+  products are needed for a standard error.
+* ``seed=None`` draws a fresh seed in every algorithm (the original's unseeded generators
+  always start from the same state).
 * The LM helpers (``hf_*``, ``tlens_*``) are the original's loss callables; they need the
   model to return what they read (``.loss``, ``.logits``), as there.
 
