@@ -90,6 +90,4 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = _readme_test_command()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     run_lines = [line.strip() for line in ci if not line.lstrip().startswith("#")]
-    assert command in run_lines, (
-        f".ci/run does not run the README's test command:\n  {command}"
-    )
+    assert command in run_lines, f".ci/run does not run the README's test command:\n  {command}"
