@@ -153,7 +153,7 @@ def _gradients(args: argparse.Namespace) -> int:
 
 def _check_out(args: argparse.Namespace) -> None:
     """Fail before any work when the report cannot be written."""
-    from fastspec.analysis._io import check_target
+    from fastspec.analysis.output import check_target
 
     check_target(args.out, overwrite=args.overwrite)
     if not args.no_plots:
@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"fastspec {args.command}"
-    from fastspec.analysis._signals import Terminated, exit_code, signals_as_exceptions
+    from fastspec.analysis.signals import Terminated, exit_code, signals_as_exceptions
 
     before = _identity(args)
     try:
@@ -336,7 +336,7 @@ def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:
     """The command's ``--out``, validated and held against other runs until it is written."""
     if getattr(args, "out", None) is None:
         return nullcontext()
-    from fastspec.analysis._io import claimed
+    from fastspec.analysis.output import claimed
 
     return claimed(args.out, overwrite=args.overwrite)
 

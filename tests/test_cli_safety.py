@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from fastspec.analysis import HessianReport
-from fastspec.analysis._io import MARKER, claimed
 from fastspec.analysis.fit import fit_values
 from fastspec.analysis.loading import SpecError, load_model
+from fastspec.analysis.output import MARKER, claimed
 from fastspec.cli import main
 
 USER_MODULE = """

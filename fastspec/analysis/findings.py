@@ -28,8 +28,8 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_choice, check_float, check_int
 from fastspec.analysis import digits
-from fastspec.analysis._io import atomic_dir, check_target, plain, write_json
 from fastspec.analysis._progress import JobProgress
+from fastspec.analysis.output import atomic_dir, check_target, plain, write_json
 from fastspec.analysis.spread import count, spread
 from fastspec.stats import SpectrumFit, fit_spectrum
 

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_int
-from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis._progress import note
 from fastspec.analysis.hessian import Loss, fit_from_dict, load_report, try_fit
+from fastspec.analysis.output import atomic_dir, write_json
 from fastspec.batches import SampleBatches
 from fastspec.grads import (
     CovarianceSpectrum,

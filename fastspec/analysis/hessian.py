@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
-from fastspec.analysis._io import atomic_dir, read_json, write_json
 from fastspec.analysis._progress import PairsBar, note
+from fastspec.analysis.output import atomic_dir, read_json, write_json
 from fastspec.curvature.operators import HessianOperator
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum

@@ -33,10 +33,10 @@ from torch import nn
 
 from fastspec._checks import check_choice, check_int
 from fastspec.analysis import digits
-from fastspec.analysis._io import atomic_dir, check_target, plain, write_json
 from fastspec.analysis._progress import JobProgress
 from fastspec.analysis.gradients import GradientReport, analyze_gradients
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.analysis.output import atomic_dir, check_target, plain, write_json
 from fastspec.analysis.spread import Spread, count, spread
 from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker

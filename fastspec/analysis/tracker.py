@@ -19,8 +19,8 @@ import numpy as np
 from torch import nn
 
 from fastspec._checks import check_int, to_plain
-from fastspec.analysis._io import atomic_dir, write_json
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.analysis.output import atomic_dir, write_json
 from fastspec.params import select_parameters
 
 __all__ = ["SpectrumTracker"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fastspec.analysis._io import MARKER, atomic_dir, check_target
-from fastspec.analysis._signals import (
+from fastspec.analysis.output import MARKER, atomic_dir, check_target
+from fastspec.analysis.signals import (
     Terminated,
     deferred_signals,
     exit_code,

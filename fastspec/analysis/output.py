@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastspec.analysis._signals import deferred_signals
+from fastspec.analysis.signals import deferred_signals
 
 __all__ = [
     "MARKER",
@@ -285,7 +285,7 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
     """Yield a fresh temporary directory next to ``target``; on success it becomes ``target``.
 
     An existing ``target`` is replaced only when ``overwrite`` (see :func:`check_target`); on any
-    error, SIGINT or SIGTERM (under :func:`fastspec.analysis._signals.signals_as_exceptions`) the
+    error, SIGINT or SIGTERM (under :func:`fastspec.analysis.signals.signals_as_exceptions`) the
     temporary directory is removed, so no finished-looking or partial report is left behind.
     The rename and the cleanup run with signals deferred.
     """

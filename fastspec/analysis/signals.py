@@ -2,7 +2,7 @@
 
 :func:`signals_as_exceptions` turns SIGINT into :class:`KeyboardInterrupt`, SIGTERM and SIGHUP
 (a closed terminal) into :class:`Terminated` (both ``BaseException``: ``except Exception`` does
-not swallow them), so ``finally`` blocks and :func:`fastspec.analysis._io.atomic_dir` remove
+not swallow them), so ``finally`` blocks and :func:`fastspec.analysis.output.atomic_dir` remove
 their temporary files.
 :func:`deferred_signals` marks a short critical section (renaming a finished report into place,
 removing a temporary directory): a signal arriving inside it is raised when it ends, so the
