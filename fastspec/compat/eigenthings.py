@@ -73,10 +73,10 @@ import torch
 from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
+from fastspec.batches import first_tensor
 from fastspec.curvature import EmpiricalFisherOperator as _FastFisher
 from fastspec.curvature import GGNOperator as _FastGGN
 from fastspec.curvature import HessianOperator as _FastHessian
-from fastspec.curvature.data import first_tensor
 from fastspec.linalg import CallableOperator, LinearOperator, eigsh, slq
 from fastspec.linalg import trace as _fast_trace
 
