@@ -30,3 +30,8 @@ def native() -> ModuleType:
             f"Install fastspec with `pip install .` (see README).{hint}"
         )
     return _C
+
+
+def loaded() -> ModuleType | None:
+    """The compiled extension if it loaded, else None (for import-time tables)."""
+    return _C

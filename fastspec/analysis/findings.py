@@ -467,7 +467,7 @@ def run_findings(
     Returns:
         The :class:`FindingsReport`.
     """
-    from fastspec.analysis.run import _environment, resolve_device
+    from fastspec.analysis.run import environment_info, resolve_device
 
     s = (settings or FindingsSettings()).validated()
     if out is not None:
@@ -489,7 +489,7 @@ def run_findings(
     report = FindingsReport(
         settings=s,
         measurements=measurements,
-        environment=_environment(device),
+        environment=environment_info(device),
         seconds=time.perf_counter() - start,
     )
     if out is not None:

@@ -493,7 +493,7 @@ def run_main_job(
     report = RunReport(
         settings=s,
         runs=runs,
-        environment=_environment(device),
+        environment=environment_info(device),
         seconds=time.perf_counter() - start,
         data=data,
     )
@@ -607,7 +607,7 @@ def _recording(recorder: GradientRecorder, first: int) -> Any:
     return on_step
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
+def environment_info(device: torch.device) -> dict[str, Any]:
     from fastspec import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from fastspec import _native
-from fastspec._native import native
+from fastspec._native import loaded, native
 
 #: dtypes the kernels take (each must be in the extension's ``_C.DType``)
 FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -52,7 +51,8 @@ def dtype_table(dtype_enum: Any) -> dict[torch.dtype, Any]:
 
 
 #: torch dtype → ``_C.DType`` (empty when the extension failed to load: :func:`call` raises then)
-DTYPE_CODES: dict[torch.dtype, Any] = {} if _native._C is None else dtype_table(_native._C.DType)
+_C = loaded()
+DTYPE_CODES: dict[torch.dtype, Any] = {} if _C is None else dtype_table(_C.DType)
 
 
 def check_tensor(

@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 
 #: the smallest job that still trains and analyses: one model, two seeds
 TINY = replace(
-    QUICK, models=("fcn",), tracker_models=(), tracker_epochs=(), gradients=False, seeds=2, k=4, epochs=1,
+    QUICK, models=("fcn",), tracker_models=(), tracker_epochs=(), gradients=False, seeds=2, k=8, epochs=1,
     max_samples=64, density_probes=1, density_steps=4, seed=3,
 )  # fmt: skip
 
