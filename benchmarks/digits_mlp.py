@@ -1,4 +1,4 @@
-"""The benchmark problem of the curvature issue: a ~301k-parameter float64 ReLU MLP
+"""The benchmark problem of the Hessian side-by-sides: a ~301k-parameter float64 ReLU MLP
 (64-512-512-10) trained on scikit-learn's bundled handwritten digits (1797 samples)."""
 
 from __future__ import annotations

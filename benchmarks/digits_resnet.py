@@ -1,4 +1,4 @@
-"""The GPU problem of the curvature issue: a ResNet-style CNN (BatchNorm, residual blocks,
+"""The GPU problem of the Hessian benchmarks: a ResNet-style CNN (BatchNorm, residual blocks,
 float64) trained on scikit-learn's 8×8 digits, the Hessian taken with BatchNorm in eval mode."""
 
 from __future__ import annotations
