@@ -43,6 +43,7 @@ RANKS = {
     "fastspec.ops": 2,
     "fastspec._info": 2,
     "fastspec.stats": 3,
+    "fastspec.distributed": 3,
     "fastspec.linalg": 4,
     "fastspec.batches": 5,
     "fastspec.mode": 5,
