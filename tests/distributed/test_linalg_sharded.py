@@ -102,7 +102,7 @@ def _split_eigsh(rank: int, W: int) -> dict[str, Any]:
 
     driver.LanczosState = Recorded  # type: ignore[misc]
     out: dict[str, Any] = {}
-    for which in ("LA", "SA", "BE"):
+    for which in ("LA", "SA", "BE", "LM"):
         res = eigsh(op, 6, which=which, seed=SEED, return_eigenvectors=True)
         out[which] = _eigsh_fields(res)
         out[which]["rows"] = (res.sharding.start, res.sharding.stop)
@@ -169,7 +169,7 @@ def _check_eigsh(one: Any, ranks: dict[str, Any]) -> None:
 def test_eigsh_split_operator_equals_one_process() -> None:
     A = _matrix()
     results = _run(_split_eigsh, world_size=2)
-    for which in ("LA", "SA", "BE"):
+    for which in ("LA", "SA", "BE", "LM"):
         one = eigsh(A, 6, which=which, seed=SEED, return_eigenvectors=True)
         assert one.method == "block-lanczos" and one.all_converged
         assert one.sharding is None
@@ -198,7 +198,7 @@ def test_eigsh_split_operator_equals_one_process() -> None:
         resid = _matrix_repeated() @ V - V * got["values"]
         assert float(resid.norm(dim=0).max()) <= 1e-9
     # every rank read the same reduced numbers, so every rank made the same decisions
-    for key in ("LA", "SA", "BE", "stored", "breakdown"):
+    for key in ("LA", "SA", "BE", "LM", "stored", "breakdown"):
         assert torch.equal(results[0][key]["values"], results[1][key]["values"])
     assert all(out["matmat_calls"] == 0 for out in results)  # only local_matmat, reduce-scattered
     # the basis and the stored products hold each rank's slice only: 1/W of one process
@@ -209,6 +209,10 @@ def test_eigsh_split_operator_equals_one_process() -> None:
     one_numel = results[0]["numel"]["M"] * P
     assert sum(out["numel"]["V"] for out in results) == one_numel
     assert max(out["numel"]["V"] for out in results) <= one_numel / 2 + results[0]["numel"]["M"]
+
+
+def _start_vectors() -> torch.Tensor:
+    return torch.randn(P, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
 
 
 def _replicated(rank: int, W: int) -> dict[str, Any]:
@@ -222,6 +226,9 @@ def _replicated(rank: int, W: int) -> dict[str, Any]:
     out["dense"] = _eigsh_fields(res)
     out["dense"]["local"] = res.eigenvectors
     out["dense"]["gathered"] = res.gather_eigenvectors()
+    # start vectors are given whole on every rank
+    res = eigsh(A, 6, seed=SEED, v0=_start_vectors(), block_size=3)
+    out["v0"] = _eigsh_fields(res)
     # no seed: rank 0's fresh seed is shared, the ranks stay in step
     out["noseed"] = eigsh(A, 4, seed=None).eigenvalues
     return _portable(out)
@@ -234,7 +241,9 @@ def test_eigsh_replicated_operator_and_dense_path() -> None:
     one_dense = eigsh(A[:20, :20].contiguous(), 3, seed=SEED, return_eigenvectors=True)
     assert one_dense.method == "dense"
     assert one.eigenvectors is not None and one_dense.eigenvectors is not None
+    one_v0 = eigsh(A, 6, seed=SEED, v0=_start_vectors(), block_size=3)
     for rank, out in enumerate(results):
+        _check_eigsh(one_v0, out["v0"])
         _check_eigsh(one, out["eigsh"])
         _same_up_to_sign(out["eigsh"]["gathered"], one.eigenvectors)
         _check_eigsh(one_dense, out["dense"])
