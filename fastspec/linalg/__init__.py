@@ -1,7 +1,8 @@
 """Operators and Krylov solvers.
 
 The ``LinearOperator`` contract, block Lanczos ``eigsh``, stochastic Lanczos quadrature, and
-trace estimators.
+trace estimators. Under a ``torch.distributed`` process group the solvers keep each rank's slice
+of every vector (:mod:`fastspec.linalg.sharded`).
 
 ``linalg`` knows operators, not models: nothing here imports the curvature, gradient, statistics
 or analysis layers.
