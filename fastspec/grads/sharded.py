@@ -81,7 +81,7 @@ def agree_after(group: Any, what: str, step: Callable[[], T], **fields: Any) -> 
         raise
     if error is not None:
         raise error
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 class ShardedGradients:
