@@ -9,7 +9,7 @@ T·(D_in + D_out) for implicit weights, N_r · p for materialised parameters):
 - **Assembled Gram** (``gradient_gram``, the ``"gram"`` method, and Lanczos while N × N fits):
   the blocks K_rs = G_r G_sᵀ come from a ring exchange of the factors. At step
   j = 1..⌊W/2⌋ every rank sends the factors it holds to rank r+1 and receives rank r−j's from
-  rank r−1 (``batch_isend_irecv``, overlapped with the block computation) and computes
+  rank r−1 (``batch_isend_irecv``; the blocks of step j−1 are computed meanwhile) and computes
   K_{r,r−j}; its transpose K_{r−j,r} is never computed, and for even W the chunk pairs at
   distance W/2 are split between their two ranks. Factor memory per rank:
   F_r + 2·max_s F_s (its own, the ones being sent on and the ones arriving), against all
@@ -109,44 +109,54 @@ class ShardedGradients:
         self.blocks: list[tuple[int, int, torch.Tensor]] = []
 
     def compute_blocks(self) -> None:
-        """This rank's share of the chunk-pair blocks of G Gᵀ, by a ring of the factors."""
+        """This rank's share of the chunk-pair blocks of G Gᵀ, by a ring of the factors.
+
+        The blocks of the factors that arrived in one step are computed while the next step's
+        transfer is in flight.
+        """
         r, W = self.rank, self.world_size
         mine = self.store.chunks
         starts = self._starts(mine, r)
-        self.blocks = _blocks(mine, starts, mine, starts, _pairs(len(mine), len(mine), True))
-        tensors, spec = _pack(mine)
+        held, spec = _pack(mine)
         specs: list[Any] = [None] * W
         dist.all_gather_object(specs, spec, group=self.group)
-        held = tensors
+        self.blocks = []
+        pending: Callable[[], None] = lambda: self.blocks.extend(  # noqa: E731
+            _blocks(mine, starts, mine, starts, _pairs(len(mine), len(mine), True))
+        )
         for j in range(1, W // 2 + 1):
             s = (r - j) % W  # whose factors arrive in this step
             incoming = [
                 torch.empty(shape, dtype=dtype, device=self.device)
                 for shape, dtype in _tensor_specs(specs[s])
             ]
-            ops = [
-                dist.P2POp(dist.isend, t, self.global_rank((r + 1) % W), self.group) for t in held
-            ]
-            ops += [
-                dist.P2POp(dist.irecv, t, self.global_rank((r - 1) % W), self.group)
-                for t in incoming
-            ]
-            for work in dist.batch_isend_irecv(ops) if ops else []:
+            after, before = self.global_rank((r + 1) % W), self.global_rank((r - 1) % W)
+            ops = [dist.P2POp(dist.isend, t, after, self.group) for t in held]
+            ops += [dist.P2POp(dist.irecv, t, before, self.group) for t in incoming]
+            works = dist.batch_isend_irecv(ops) if ops else []
+            pending()  # the previous step's blocks, during this step's transfer
+            for work in works:
                 work.wait()
-            theirs = _unpack(incoming, specs[s])
-            theirs_starts = self._starts(theirs, s)
-            if 2 * j < W:
-                pairs = _pairs(len(mine), len(theirs), False)
-                self.blocks += _blocks(mine, starts, theirs, theirs_starts, pairs)
-            else:  # both ranks of this pair hold both factors: the lower rank's rows, split
-                lower_first = r < s
-                left, right = (mine, theirs) if lower_first else (theirs, mine)
-                ls, rs = (starts, theirs_starts) if lower_first else (theirs_starts, starts)
-                pairs = _pairs(len(left), len(right), False)
-                half = (len(pairs) + 1) // 2
-                pairs = pairs[:half] if lower_first else pairs[half:]
-                self.blocks += _blocks(left, ls, right, rs, pairs)
+            pending = self._cross(mine, starts, _unpack(incoming, specs[s]), s, j)
             held = incoming
+        pending()
+
+    def _cross(
+        self, mine: Chunks, starts: list[int], theirs: Chunks, s: int, j: int
+    ) -> Callable[[], None]:
+        """Computes this rank's blocks with rank ``s``'s factors (ring distance ``j``)."""
+        theirs_starts = self._starts(theirs, s)
+        if 2 * j < self.world_size:
+            pairs = _pairs(len(mine), len(theirs), False)
+            return lambda: self.blocks.extend(_blocks(mine, starts, theirs, theirs_starts, pairs))
+        # both ranks of this pair hold both factors: the lower rank's rows, split in two
+        lower_first = self.rank < s
+        left, right = (mine, theirs) if lower_first else (theirs, mine)
+        ls, rs = (starts, theirs_starts) if lower_first else (theirs_starts, starts)
+        pairs = _pairs(len(left), len(right), False)
+        half = (len(pairs) + 1) // 2
+        pairs = pairs[:half] if lower_first else pairs[half:]
+        return lambda: self.blocks.extend(_blocks(left, ls, right, rs, pairs))
 
     def global_rank(self, rank: int) -> int:
         """The global rank of ``rank`` in the group."""

@@ -25,6 +25,24 @@ GRAM_CASES = [  # (case, center, memory_budget): Outer, Index and Dense (fallbac
 ]
 
 
+GRAM_SIZES, PRODUCT_SIZES, SPECTRUM_SIZES = [7, 4], [5, 8], [17, 12]  # uneven shards
+
+
+def _two_ranks(rank: int, world_size: int) -> dict[str, Any]:
+    """Everything the 2-rank tests check, from one spawn of the ranks."""
+    return {
+        "grams": _grams(rank, world_size, GRAM_SIZES, GRAM_CASES),
+        "products": _products(rank, world_size, PRODUCT_SIZES),
+        "spectra": _spectra(rank, world_size, SPECTRUM_SIZES),
+        "mismatches": _mismatches(rank, world_size),
+    }
+
+
+@pytest.fixture(scope="module")
+def two_ranks() -> list[dict[str, Any]]:
+    return run_ranks(_two_ranks, timeout=300)
+
+
 def _plain(t: torch.Tensor | None) -> Any:
     """A tensor as a numpy array: tensors cross the result queue by shared memory, which the
     spawned rank's exit removes before the parent reads it."""
@@ -61,14 +79,20 @@ def _one_process_gram(name: str, n: int, center: bool, budget: int) -> torch.Ten
     return K
 
 
-@pytest.mark.parametrize("sizes", [[7, 4], [4, 2, 5]], ids=["2 ranks", "3 ranks"])
-def test_gram_equals_one_process(sizes: list[int]) -> None:
-    cases = GRAM_CASES if len(sizes) == 2 else GRAM_CASES[:2]
-    per_rank = run_ranks(_grams, sizes, cases, world_size=len(sizes))
+def _check_grams(per_rank: list[Any], sizes: list[int], cases: list[Any]) -> None:
     for i, (name, center, budget) in enumerate(cases):
         ref = _one_process_gram(name, sum(sizes), center, budget)
         for grams in per_rank:  # every rank returns the full N × N matrix
             torch.testing.assert_close(_tensor(grams[i]), ref, rtol=1e-10, atol=1e-14)
+
+
+def test_gram_equals_one_process(two_ranks: list[dict[str, Any]]) -> None:
+    _check_grams([r["grams"] for r in two_ranks], GRAM_SIZES, GRAM_CASES)
+
+
+def test_gram_on_three_ranks_equals_one_process() -> None:
+    sizes, cases = [4, 2, 5], GRAM_CASES[:2]
+    _check_grams(run_ranks(_grams, sizes, cases, world_size=3), sizes, cases)
 
 
 def _products(rank: int, world_size: int, sizes: list[int]) -> list[Any]:
@@ -95,12 +119,13 @@ def _products(rank: int, world_size: int, sizes: list[int]) -> list[Any]:
     return out
 
 
-def test_operators_apply_the_union_gram() -> None:
-    sizes = [5, 8]
-    per_rank = run_ranks(_products, sizes)
-    model, x, y, loss = make_case("linear_seq", n=13)
+def test_operators_apply_the_union_gram(two_ranks: list[dict[str, Any]]) -> None:
+    per_rank = [r["products"] for r in two_ranks]
+    model, x, y, loss = make_case("linear_seq", n=sum(PRODUCT_SIZES))
     store = GradientStore(GradProblem(model, loss), (x, y))
-    V = torch.randn(13, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    V = torch.randn(
+        sum(PRODUCT_SIZES), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     refs = [store.gram(center=c) @ V for c in (True, False) for _ in range(4)]
     for products in per_rank:
         for got, ref in zip(products, refs, strict=True):
@@ -126,10 +151,9 @@ def _spectra(rank: int, world_size: int, sizes: list[int]) -> list[tuple[Any, ..
     return out
 
 
-def test_spectrum_equals_one_process() -> None:
-    sizes = [17, 12]
-    per_rank = run_ranks(_spectra, sizes)
-    model, x, y, loss = make_case("linear_seq", n=sum(sizes))
+def test_spectrum_equals_one_process(two_ranks: list[dict[str, Any]]) -> None:
+    per_rank = [r["spectra"] for r in two_ranks]
+    model, x, y, loss = make_case("linear_seq", n=sum(SPECTRUM_SIZES))
     for i, options in enumerate(SPECTRUM_OPTIONS):
         ref = gradient_covariance_spectrum(model, loss, (x, y), tol=1e-11, **options)
         for values, residuals, method, n, p in (r[i] for r in per_rank):
@@ -172,8 +196,8 @@ def _mismatches(rank: int, world_size: int) -> list[str]:
     return out
 
 
-def test_mismatched_ranks_raise_the_named_error() -> None:
-    rank0, rank1 = run_ranks(_mismatches)
+def test_mismatched_ranks_raise_the_named_error(two_ranks: list[dict[str, Any]]) -> None:
+    rank0, rank1 = (r["mismatches"] for r in two_ranks)
     for messages in (rank0, rank1):
         assert "ranks disagree on parameters" in messages[0]
         assert "ranks disagree on k (rank 0: 3, rank 1: 4)" in messages[1]
