@@ -105,6 +105,7 @@ def run(name: str, W: int, smoke: bool, state: str, tmp: str) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={W}", *args]
     subprocess.run(cmd, env=env, check=True)
     ranks = [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(W)]
+    print(f"{name}, {W} process(es): {ranks}", flush=True)
     return {"ranks": ranks, "values": torch.load(out + ".pt")}
 
 

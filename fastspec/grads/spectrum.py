@@ -11,7 +11,9 @@ eigenvalue with ``torch.linalg.eigvalsh`` in float64 (O(N³)); ``"lanczos"`` fin
 with :func:`fastspec.linalg.eigsh` (certified residuals), on the assembled Gram matrix while it
 fits in ``gram_max_bytes``, and beyond that on the matrix-free operator U ↦ G(GᵀU)/N applied from
 the stored per-layer representations (:class:`~fastspec.grads.GramOperator`; memory
-N·(stored features) + the Lanczos basis, no N × N matrix).
+N·(stored features) + the Lanczos basis, no N × N matrix). Over samples sharded across the ranks
+of a process group, the same two paths run on the union of the shards
+(:mod:`fastspec.grads.sharded`).
 
 Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
 """
