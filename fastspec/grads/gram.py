@@ -205,7 +205,9 @@ def gradient_gram(
             group, "gradient_gram", make_problem, data, memory_budget=memory_budget, center=center
         )
         sharded.compute_blocks()
-        return sharded.gram(center=center)
+        K = sharded.gram(center=center)
+        assert K is not None
+        return K
     problem = make_problem()
     samples = SampleBatches(data)
     return GradientStore(problem, samples, memory_budget=memory_budget).gram(center=center)

@@ -15,7 +15,8 @@ T·(D_in + D_out) for implicit weights, N_r · p for materialised parameters):
   F_r + 2·max_s F_s (its own, the ones being sent on and the ones arriving), against all
   Σ_s F_s for an all-gather of the factors. Each rank keeps the blocks it computed (about
   N²/(2W) elements). :meth:`ShardedGradients.gram` broadcasts them (one broadcast per rank) and
-  returns the full N × N matrix on every rank (N² elements, as on one process);
+  returns the full N × N matrix on every rank (N² elements, as on one process), or sends them
+  to one rank only (the ``"gram"`` method: rank 0 alone holds N × N and takes the eigenvalues);
   :class:`BlockGramOperator` applies K from them with one all-reduce of [N, B] per block.
 - **Matrix-free** (Lanczos beyond ``gram_max_bytes``, :class:`ShardedGramOperator`):
   K U = G(Σ_r G_rᵀ U_r)/N: one all-reduce of the [B, P] partial products Gᵀ U, then each rank
@@ -169,20 +170,34 @@ class ShardedGradients:
             at += next(iter(c.values())).n
         return starts
 
-    def gram(self, *, center: bool) -> torch.Tensor:
-        """The full (centred) Gram matrix / N [N, N] on every rank: one broadcast per rank."""
+    def gram(self, *, center: bool, root: int | None = None) -> torch.Tensor | None:
+        """The full (centred) Gram matrix / N [N, N], assembled from every rank's blocks.
+
+        Args:
+            center: H K H (H = I − 11ᵀ/N) instead of K.
+            root: the one rank (in the group) that assembles it; the others send their blocks
+                to it and return ``None``. Default: every rank (one broadcast per rank).
+        """
         N = self.num_samples
-        K = torch.empty(N, N, dtype=self.dtype, device=self.device)
+        here = root is None or root == self.rank
+        K = torch.empty(N, N, dtype=self.dtype, device=self.device) if here else None
         shapes: list[Any] = [None] * self.world_size
         mine = [(r0, c0, tuple(t.shape)) for r0, c0, t in self.blocks]
         dist.all_gather_object(shapes, mine, group=self.group)
         for src, rects in enumerate(shapes):
-            size = sum(h * w for _, _, (h, w) in rects)
             if src == self.rank:
                 flat = torch.cat([t.reshape(-1) for _, _, t in self.blocks])
-            else:
+            elif here:
+                size = sum(h * w for _, _, (h, w) in rects)
                 flat = torch.empty(size, dtype=self.dtype, device=self.device)
-            dist.broadcast(flat, self.global_rank(src), group=self.group)
+            if root is None:
+                dist.broadcast(flat, self.global_rank(src), group=self.group)
+            elif src != root and self.rank == src:
+                dist.send(flat, self.global_rank(root), group=self.group)
+            elif src != root and here:
+                dist.recv(flat, self.global_rank(src), group=self.group)
+            if K is None:
+                continue
             at = 0
             for r0, c0, (h, w) in rects:
                 block = flat[at : at + h * w].view(h, w)
@@ -191,6 +206,8 @@ class ShardedGradients:
                 if (r0, h) != (c0, w):
                     K[c0 : c0 + w, r0 : r0 + h] = block.T
             del flat
+        if K is None:
+            return None
         if center:
             K.sub_(K.mean(0, keepdim=True))
             K.sub_(K.mean(1, keepdim=True))

@@ -225,11 +225,11 @@ def gradient_covariance_spectrum(
 
 
 def _sharded_eigvalsh(sharded: ShardedGradients, center: bool, count: int) -> torch.Tensor:
-    """The top ``count`` eigenvalues of the assembled Gram: rank 0 computes, every rank gets them."""
-    K = sharded.gram(center=center).double()
-    values = torch.empty(count, dtype=torch.float64, device=K.device)
-    if sharded.rank == 0:
-        values.copy_(torch.linalg.eigvalsh(K).flip(0)[:count])
+    """The top ``count`` eigenvalues of the Gram, assembled on rank 0 only; every rank gets them."""
+    K = sharded.gram(center=center, root=0)
+    values = torch.empty(count, dtype=torch.float64, device=sharded.device)
+    if K is not None:
+        values.copy_(torch.linalg.eigvalsh(K.double()).flip(0)[:count])
     del K
     dist.broadcast(values, sharded.global_rank(0), group=sharded.group)
     return values
