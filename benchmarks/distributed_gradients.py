@@ -1,6 +1,7 @@
 """The gradient covariance spectrum of the digits MLP on 1 process against 2 gloo processes.
 
     python benchmarks/distributed_gradients.py [--problems mlp mlp8k mlp8k_free] [--smoke]
+        [--memory-only]
 
 Problems (float64, the 301,066-parameter ReLU MLP trained on the digits, benchmarks/digits_mlp.py):
 
@@ -113,6 +114,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--problems", nargs="*", default=list(OPTIONS))
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="record peak RSS and answers but no times (a run that shares the machine)",
+    )
     ap.add_argument("--worker")
     ap.add_argument("--state")
     ap.add_argument("--out")
@@ -163,6 +169,10 @@ def main() -> None:
         "warm-up call on 8 samples; peak RSS: each rank's VmHWM (torch, data and model are in the "
         "'before' column)."
     )
+    if a.memory_only:
+        header = [h for i, h in enumerate(header) if i not in (2, 3)]
+        rows = [[c for i, c in enumerate(row) if i not in (2, 3)] for row in rows]
+        text += "\n\nTimes not recorded: this run shared the machine with other work."
     if a.smoke:
         print(rows, text, sep="\n")
         return
