@@ -27,6 +27,7 @@ from torch import nn
 
 from fastspec._checks import check_bool, check_int
 from fastspec.batches import SampleBatches
+from fastspec.distributed import resolve_group
 from fastspec.grads.features import Dense, Feature
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import LinearOperator
@@ -45,6 +46,8 @@ class GradientStore:
         data: the samples: :class:`fastspec.batches.SampleBatches`, or what it accepts.
         memory_budget: bytes above which a parameter's per-sample gradients are never
             materialised (the implicit form is kept).
+        total_samples: the N of the cost model (default the samples of ``data``; the union's
+            N when ``data`` is one rank's shard).
 
     Attributes:
         num_samples: N.
@@ -58,19 +61,21 @@ class GradientStore:
         data: SampleBatches | Any,
         *,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        total_samples: int | None = None,
     ) -> None:
         memory_budget = check_int("memory_budget", memory_budget, minimum=0)
         self.problem = problem
         data = SampleBatches(data)  # no work when already checked
         self.num_samples = data.num_samples
+        total = (
+            check_int("total_samples", total_samples, minimum=1, none_ok=True) or data.num_samples
+        )
         self.forms: dict[str, str] = {}
         self.chunks: list[dict[str, Feature]] = []
         for inputs, targets in problem.chunks(data):
             feats = problem.features(inputs, targets)
             if not self.forms:
-                self.forms = {
-                    n: _choose(f, self.num_samples, memory_budget) for n, f in feats.items()
-                }
+                self.forms = {n: _choose(f, total, memory_budget) for n, f in feats.items()}
             self.chunks.append(
                 {n: f if self.forms[n] == "implicit" else f.dense() for n, f in feats.items()}
             )
@@ -151,8 +156,14 @@ def gradient_gram(
     dtype: torch.dtype | None = None,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    process_group: Any = None,
 ) -> torch.Tensor:
     """The N × N Gram matrix (1/N) G Gᵀ of per-sample gradients over all samples of ``data``.
+
+    Under a process group (``process_group``, or the default group when it has more than one
+    rank) ``data`` is this rank's shard; the samples are the union of the shards in rank order,
+    and every rank returns the full N × N matrix (see :mod:`fastspec.grads.sharded` for the
+    exchange and its memory).
 
     Args:
         model: any ``nn.Module`` (layer rules for Linear, Conv1d/2d, Embedding, LayerNorm,
@@ -168,14 +179,36 @@ def gradient_gram(
         chunk_size: samples per forward/backward pass.
         memory_budget: bytes above which a parameter's per-sample gradients are never
             materialised.
+        process_group: a ``torch.distributed`` process group over which the samples are
+            sharded (default: the default group if initialised with more than one rank).
 
     Returns:
         [N, N] symmetric positive semi-definite, in ``dtype``.
+
+    Raises:
+        ValueError: under a process group, ranks select different parameters, dtypes or
+            options, or one rank's data or model fails (every rank raises).
     """
     center = check_bool("center", center)
-    problem = GradProblem(
-        model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
-    )
+    memory_budget = check_int("memory_budget", memory_budget, minimum=0)
+    group = resolve_group(process_group)
+
+    def make_problem() -> GradProblem:
+        return GradProblem(
+            model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
+        )
+
+    if group is not None:
+        from fastspec.grads.sharded import shard_gradients  # it builds on this module
+
+        sharded = shard_gradients(
+            group, "gradient_gram", make_problem, data, memory_budget=memory_budget, center=center
+        )
+        sharded.compute_blocks()
+        K = sharded.gram(center=center)
+        assert K is not None
+        return K
+    problem = make_problem()
     samples = SampleBatches(data)
     return GradientStore(problem, samples, memory_budget=memory_budget).gram(center=center)
 

@@ -11,7 +11,9 @@ eigenvalue with ``torch.linalg.eigvalsh`` in float64 (O(N³)); ``"lanczos"`` fin
 with :func:`fastspec.linalg.eigsh` (certified residuals), on the assembled Gram matrix while it
 fits in ``gram_max_bytes``, and beyond that on the matrix-free operator U ↦ G(GᵀU)/N applied from
 the stored per-layer representations (:class:`~fastspec.grads.GramOperator`; memory
-N·(stored features) + the Lanczos basis, no N × N matrix).
+N·(stored features) + the Lanczos basis, no N × N matrix). Over samples sharded across the ranks
+of a process group, the same two paths run on the union of the shards
+(:mod:`fastspec.grads.sharded`).
 
 Reference: Z. Xie et al., *On the Overlooked Structure of Stochastic Gradients*, NeurIPS 2023.
 """
@@ -22,13 +24,21 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.batches import SampleBatches
+from fastspec.distributed import resolve_group
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
-from fastspec.linalg import DenseOperator, eigsh
+from fastspec.grads.sharded import (
+    BlockGramOperator,
+    ShardedGradients,
+    ShardedGramOperator,
+    shard_gradients,
+)
+from fastspec.linalg import DenseOperator, LinearOperator, eigsh
 from fastspec.params import ParamSpec
 
 __all__ = ["CovarianceSpectrum", "gradient_covariance_spectrum"]
@@ -78,6 +88,7 @@ def gradient_covariance_spectrum(
     seed: int = 0,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    process_group: Any = None,
 ) -> CovarianceSpectrum:
     """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
 
@@ -102,9 +113,21 @@ def gradient_covariance_spectrum(
             runs on the matrix-free operator.
         tol: Lanczos residual tolerance.
         seed: Lanczos start-block seed.
+        process_group: a ``torch.distributed`` process group over which the samples are
+            sharded (default: the default group if initialised with more than one rank).
+            ``data`` is then this rank's shard, the samples are the union of the shards in
+            rank order, and every rank returns the eigenvalues of one process over that union:
+            ``"gram"`` assembles the Gram matrix from blocks computed across ranks (rank 0
+            takes its eigenvalues and broadcasts them); Lanczos applies the Gram matrix from
+            the blocks each rank computed, or matrix-free from each rank's factors, with one
+            all-reduce per block of products (:mod:`fastspec.grads.sharded`).
 
     Returns:
         A :class:`CovarianceSpectrum`.
+
+    Raises:
+        ValueError: under a process group, ranks select different parameters, dtypes or
+            options, or one rank's data or model fails (every rank raises).
     """
     method = check_choice("method", method, ("auto", "gram", "lanczos"))
     center = check_bool("center", center)
@@ -119,12 +142,34 @@ def gradient_covariance_spectrum(
     memory_budget = check_int("memory_budget", memory_budget, minimum=0)
     tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
     seed = check_int("seed", seed)
-    problem = GradProblem(
-        model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
-    )
-    samples = SampleBatches(data)
-    N = samples.num_samples
-    rank = min(N, problem.num_params)
+    group = resolve_group(process_group)
+
+    def make_problem() -> GradProblem:
+        return GradProblem(
+            model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
+        )
+
+    if group is None:
+        problem = make_problem()
+        samples = SampleBatches(data)
+        N, P = samples.num_samples, problem.num_params
+    else:
+        sharded = shard_gradients(
+            group,
+            "gradient_covariance_spectrum",
+            make_problem,
+            data,
+            memory_budget=memory_budget,
+            k=k,
+            center=center,
+            method=method,
+            gram_max_bytes=gram_max_bytes,
+            tol=tol,
+            seed=seed,
+        )
+        problem = sharded.store.problem
+        N, P = sharded.num_samples, problem.num_params
+    rank = min(N, P)
     if k is not None and k > rank:
         raise ValueError(f"k must be at most min(N, P) = {rank}, got {k}")
     if method == "auto":
@@ -137,28 +182,54 @@ def gradient_covariance_spectrum(
             f"the {N} × {N} Gram matrix exceeds gram_max_bytes = {gram_max_bytes}: pass k and "
             "method='lanczos' (matrix-free), or raise gram_max_bytes"
         )
-    store = GradientStore(problem, samples, memory_budget=memory_budget)
     residuals = None
-    if method == "gram":
-        K = store.gram(center=center).double()
-        values = torch.linalg.eigvalsh(K).flip(0)[: rank if k is None else k]
+    if group is not None:
+        if dense:
+            sharded.compute_blocks()
+        if method == "gram":
+            values = _sharded_eigvalsh(sharded, center, rank if k is None else k)
+        else:
+            assert k is not None
+            op: LinearOperator = (
+                BlockGramOperator(sharded, center=center)
+                if dense
+                else ShardedGramOperator(sharded, center=center)
+            )
+            res = eigsh(op, k, tol=tol, seed=seed)
+            values, residuals = res.eigenvalues.double(), res.residuals
     else:
-        assert k is not None
-        op = (
-            DenseOperator(store.gram(center=center))
-            if dense
-            else GramOperator(store, center=center)
-        )
-        res = eigsh(op, k, tol=tol, seed=seed)
-        values, residuals = res.eigenvalues.double(), res.residuals
+        store = GradientStore(problem, samples, memory_budget=memory_budget)
+        if method == "gram":
+            K = store.gram(center=center).double()
+            values = torch.linalg.eigvalsh(K).flip(0)[: rank if k is None else k]
+        else:
+            assert k is not None
+            op = (
+                DenseOperator(store.gram(center=center))
+                if dense
+                else GramOperator(store, center=center)
+            )
+            res = eigsh(op, k, tol=tol, seed=seed)
+            values, residuals = res.eigenvalues.double(), res.residuals
     if noise_batch_size is not None:
         values = values / noise_batch_size
     return CovarianceSpectrum(
         eigenvalues=values.cpu(),
         num_samples=N,
-        num_params=problem.num_params,
+        num_params=P,
         center=center,
         noise_batch_size=noise_batch_size,
         method=method,
         residuals=residuals,
     )
+
+
+def _sharded_eigvalsh(sharded: ShardedGradients, center: bool, count: int) -> torch.Tensor:
+    """The top ``count`` eigenvalues of the Gram, assembled on rank 0 only; every rank gets them."""
+    K = sharded.gram(center=center, root=0)
+    values = torch.empty(count, dtype=torch.float64, device=sharded.device)
+    if K is not None:
+        values.copy_(torch.linalg.eigvalsh(K.double()).flip(0)[:count])
+    del K
+    dist.broadcast(values, sharded.global_rank(0), group=sharded.group)
+    return values
