@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import time
@@ -419,8 +418,9 @@ class Store:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("not an object")
-            for key in ("format", "seq", "world_size", "fingerprint", "shards"):
-                data[key]  # noqa: B018 - presence check
+            missing = {"format", "seq", "world_size", "fingerprint", "shards"} - set(data)
+            if missing:
+                raise KeyError(", ".join(sorted(missing)))
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path}: corrupted or truncated manifest ({exc})") from None
         return data
