@@ -267,8 +267,7 @@ def _write_shard(f: Any, tensors: Mapping[str, torch.Tensor], meta: Mapping[str,
     for a in arrays:
         if a.numel() == 0:
             continue
-        view = memoryview(a.view(torch.uint8).numpy() if a.dtype == torch.bool else a.numpy())
-        raw = view.cast("B")
+        raw = _bytes(a)
         for i in range(0, len(raw), _CHUNK):
             chunk = raw[i : i + _CHUNK]
             crc = zlib.crc32(chunk, crc)
@@ -334,8 +333,7 @@ def _read_into(f: Any, t: torch.Tensor, crc: int) -> int:
         crc = _read_into(f, host, crc)
         t.copy_(host)
         return crc
-    view = memoryview(t.view(torch.uint8).numpy() if t.dtype == torch.bool else t.numpy())
-    raw = view.cast("B")
+    raw = _bytes(t)
     for i in range(0, len(raw), _CHUNK):
         chunk = raw[i : i + _CHUNK]
         got = f.readinto(chunk)
@@ -343,6 +341,14 @@ def _read_into(f: Any, t: torch.Tensor, crc: int) -> int:
             raise ValueError("file ends inside a tensor")
         crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def _bytes(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without a copy."""
+    flat = t.reshape(-1)
+    if flat.dtype in (torch.bool, torch.bfloat16, torch.float16):
+        flat = flat.view(torch.uint8 if flat.dtype == torch.bool else torch.int16)
+    return memoryview(flat.numpy()).cast("B")
 
 
 def _shard_name(seq: int, rank: int, world_size: int) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_bool, check_float, check_int
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import (
@@ -111,6 +112,8 @@ def slq(
     num_steps: int,
     seed: int | None = None,
     reorthogonalize: bool = True,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> SLQResult:
     """Stochastic Lanczos quadrature of a symmetric operator.
 
@@ -125,6 +128,12 @@ def slq(
             memory of ``R · m · P`` elements; without it only ``3 · R · P`` elements are
             stored and the quadrature is still valid (Knizhnerman's result) but top nodes
             may repeat.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the runs'
+            vectors, recurrence coefficients and (with ``reorthogonalize``) bases are saved
+            there at its interval and at the end, atomically.
+        resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"`` when
+            there is one; ``False`` starts, refusing a directory holding one (see
+            :func:`fastspec.linalg.eigsh`). The result is bitwise that of an uninterrupted run.
 
     Returns:
         An :class:`SLQResult`.
@@ -141,6 +150,7 @@ def slq(
     m = check_int("num_steps", num_steps, minimum=1)
     check_int("seed", seed, none_ok=True)
     check_bool("reorthogonalize", reorthogonalize)
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
     P = A.shape[0]
     if m > P:
         raise ValueError(f"num_steps must be <= P = {P} (the Krylov space is full), got {m}")
@@ -159,7 +169,32 @@ def slq(
     cut = math.sqrt(eps)
     basis = torch.empty(R, m, P, dtype=A.dtype, device=A.device) if reorthogonalize else None
     scale = 1.0
-    for j in range(m):
+    store = None
+    if cp is not None:
+        settings = {"solver": "slq", "P": P, "dtype": str(A.dtype), "num_probes": R,
+                    "num_steps": m, "seed": seed, "reorthogonalize": bool(reorthogonalize)}  # fmt: skip
+        store = Store(cp, settings, resume=resume)
+    j0 = 0
+    loaded = None
+    if store is not None:
+        out = {} if basis is None else {f"basis.{r}": basis[r] for r in range(R)}
+        loaded = store.load(out)
+    if loaded is not None:
+        j0, scale = int(loaded[1]["j"]), float(loaded[1]["scale"])
+        v, v_prev, beta, finite, anorm = (
+            loaded[0][name].to(A.device) for name in ("v", "v_prev", "beta", "finite", "anorm")
+        )
+        alphas.copy_(loaded[0]["alphas"])
+        betas.copy_(loaded[0]["betas"])
+    for j in range(j0, m + 1):
+        if store is not None and j > j0 and (j == m or store.due(R * j)):
+            state = {"v": v, "v_prev": v_prev, "beta": beta, "alphas": alphas, "betas": betas,
+                     "finite": finite, "anorm": anorm}  # fmt: skip
+            if basis is not None:
+                state.update({f"basis.{r}": basis[r, :j] for r in range(R)})
+            store.save(state, {"j": j, "scale": scale}, R * j)
+        if j == m:
+            break
         if basis is not None:
             basis[:, j] = v.mT
         w = checked_matmat(A, v)

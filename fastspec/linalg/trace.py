@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_choice, check_int
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume
 from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.operator import LinearOperator, aslinearoperator, checked_matmat
+from fastspec.linalg.operator import aslinearoperator, checked_matmat
 
 __all__ = ["TraceResult", "trace"]
 
@@ -49,26 +50,6 @@ class TraceResult(AsDict):
     num_probes: int
 
 
-def _quadratic_forms(
-    A: LinearOperator,
-    n: int,
-    *,
-    gen: torch.Generator,
-    block_size: int,
-    Q: torch.Tensor | None,
-) -> torch.Tensor:
-    """``zᵢᵀ A zᵢ`` for ``n`` Rademacher ``zᵢ`` (projected by ``I − QQᵀ`` when ``Q`` is given)."""
-    P = A.shape[0]
-    out = []
-    for c0 in range(0, n, block_size):
-        c = min(block_size, n - c0)
-        Z = rademacher(gen, P, c, dtype=A.dtype, device=A.device)
-        if Q is not None:
-            Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
-        out.append((Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64))
-    return torch.cat(out)
-
-
 def trace(
     op: Any,
     *,
@@ -76,6 +57,8 @@ def trace(
     num_matvecs: int,
     seed: int | None = None,
     block_size: int | None = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> TraceResult:
     """Estimate ``tr(A)`` from matrix-vector products.
 
@@ -88,6 +71,12 @@ def trace(
         seed: seed of the Rademacher probes; ``None`` draws a fresh one.
         block_size: probes per operator call (default ``min(num_matvecs, 32)``); Hutch++'s
             sketch keeps ``s`` vectors of length ``P`` in memory.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the sketch, the
+            terms so far and the generator are saved there at its interval and at the end,
+            atomically.
+        resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"`` when
+            there is one; ``False`` starts, refusing a directory holding one (see
+            :func:`fastspec.linalg.eigsh`). The result is bitwise that of an uninterrupted run.
 
     Returns:
         A :class:`TraceResult`.
@@ -106,28 +95,67 @@ def trace(
     if block_size is None:
         block_size = min(num_matvecs, 32)
     check_int("seed", seed, none_ok=True)
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
     gen = make_generator(seed)
-    P = A.shape[0]
-    n = int(num_matvecs)
-    exact = torch.zeros((), dtype=torch.float64, device=A.device)
+    P, n, bs = A.shape[0], int(num_matvecs), int(block_size)
+    s = 0 if method == "hutchinson" else n // 3  # sketch and exact part of Hutch++
+    n_probes = n - 2 * s
+    dev = A.device
+    exact = torch.zeros((), dtype=torch.float64, device=dev)
+    terms = torch.zeros(n_probes, dtype=torch.float64, device=dev)
+    S = rademacher(gen, P, s, dtype=A.dtype, device=dev) if s else None
+    Y = torch.empty(P, s, dtype=A.dtype, device=dev) if s else None
     Q = None
-    if method == "hutchinson":
-        n_probes = n
-    else:
-        s = n // 3
-        n_probes = n - 2 * s
-        S = rademacher(gen, P, s, dtype=A.dtype, device=A.device)
-        Y = torch.cat(
-            [checked_matmat(A, S[:, c0 : c0 + block_size]) for c0 in range(0, s, block_size)],
-            dim=1,
-        )
-        del S
-        Q, _ = torch.linalg.qr(Y, mode="reduced")
-        del Y
-        for c0 in range(0, s, block_size):
-            Qc = Q[:, c0 : c0 + block_size]
-            exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(torch.float64)
-    terms = _quadratic_forms(A, n_probes, gen=gen, block_size=block_size, Q=Q)
+    store, done = None, 0
+    if cp is not None:
+        settings = {"solver": "trace", "P": P, "dtype": str(A.dtype), "method": method,
+                    "num_matvecs": n, "seed": seed, "block_size": bs}  # fmt: skip
+        store = Store(cp, settings, resume=resume)
+        loaded = store.load()
+        if loaded is not None:
+            t, meta = loaded
+            done = int(meta["done"])
+            gen.set_state(t["gen"])
+            exact, terms = t["exact"].to(dev), t["terms"].to(dev)
+            if done < s:
+                assert S is not None and Y is not None
+                S, Y[:, :done] = t["S"].to(dev), t["Y"].to(dev)
+            elif s:
+                S, Y, Q = None, None, t["Q"].to(dev)
+    done0 = done
+    while True:
+        if store is not None and done > done0 and (done == n or store.due(done)):
+            state = {"gen": gen.get_state(), "exact": exact, "terms": terms}
+            if S is not None and Y is not None:
+                state.update(S=S, Y=Y[:, :done].contiguous())
+            if Q is not None:
+                state["Q"] = Q
+            store.save(state, {"done": done}, done)
+        if done == n:
+            break
+        if done < s:  # the sketch Y = A S of Hutch++
+            assert S is not None and Y is not None
+            c = min(bs, s - done)
+            Y[:, done : done + c] = checked_matmat(A, S[:, done : done + c])
+            done += c
+            if done == s:
+                Q, _ = torch.linalg.qr(Y, mode="reduced")
+                S = Y = None
+        elif done < 2 * s:  # tr(QᵀAQ), exact given Q
+            assert Q is not None
+            c = min(bs, 2 * s - done)
+            Qc = Q[:, done - s : done - s + c]  # Q has fewer columns than s when P < s
+            if Qc.shape[1]:
+                exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(torch.float64)
+            done += c
+        else:  # Hutchinson terms zᵀAz (on (I − QQᵀ) A (I − QQᵀ) for Hutch++)
+            c0 = done - 2 * s
+            c = min(bs, n_probes - c0)
+            Z = rademacher(gen, P, c, dtype=A.dtype, device=dev)
+            if Q is not None:
+                Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
+            terms[c0 : c0 + c] = (Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64)
+            done += c
     vals = torch.cat([exact.reshape(1), terms]).cpu().numpy()
     if not np.isfinite(vals).all():
         raise ValueError("op returned NaN or inf; trace needs a finite operator")
