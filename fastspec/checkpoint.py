@@ -13,6 +13,10 @@ moment leaves a manifest whose shards exist and are whole. Shards use the safete
 (an 8-byte header length, a JSON header, raw little-endian tensor bytes) and are read without
 unpickling anything; the manifest is JSON.
 
+While a checkpointed computation runs (:func:`guard`), SIGINT, SIGTERM and SIGHUP handled by
+Python code (``signals_as_exceptions`` of the CLI, Python's own SIGINT) are held until the next
+save point (a block step): the state is saved there, then the held handler runs (and raises).
+
 A checkpoint is refused on resume when its fingerprint (model parameters and a hash of their
 values, data counts and a hash of a sample, parameter subset, dtype and the solver's settings)
 differs from the run's: the error names every entry that differs. A truncated or corrupted file
@@ -26,9 +30,12 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -47,8 +54,12 @@ __all__ = [
     "as_checkpoint",
     "check_resume",
     "data_fingerprint",
+    "guard",
+    "model_data_fingerprint",
+    "read_record",
     "tensor_digest",
     "tensors_fingerprint",
+    "write_record",
 ]
 
 #: the default spacing of saves; a save is also never closer than ``1 / _WRITE_SHARE`` times its
@@ -175,6 +186,27 @@ def data_fingerprint(sample: Any, num_samples: int) -> dict[str, Any]:
     return {"num_samples": int(num_samples), "sample": h.hexdigest()[:16]}
 
 
+def model_data_fingerprint(
+    model: Any, names: Iterable[str], sample: Any, num_samples: int
+) -> dict[str, Any]:
+    """The fingerprint of a model's selected parameters (``names``) and of its data.
+
+    Args:
+        model: an ``nn.Module`` (anything with ``named_parameters()``).
+        names: the parameters a run differentiates (its subset).
+        sample: the data's first batch, hashed.
+        num_samples: the data's sample count.
+    """
+    wanted = set(names)
+    named = [(n, p) for n, p in model.named_parameters() if n in wanted]
+    return {
+        "model": tensors_fingerprint(model.named_parameters()),
+        "params": sorted(wanted),
+        "data": data_fingerprint(sample, num_samples),
+        "selected": tensors_fingerprint(named)["values"],
+    }
+
+
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
@@ -239,6 +271,30 @@ def _atomic_write(path: Path, write: Any) -> Any:
         raise
     _fsync_dir(path.parent)
     return out
+
+
+def write_record(path: str | os.PathLike[str], record: Mapping[str, Any]) -> None:
+    """A small JSON record next to a checkpoint, written atomically."""
+    text = json.dumps(to_plain(dict(record))).encode()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(Path(path), lambda f: f.write(text))
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A record written by :func:`write_record` (``None`` when absent).
+
+    Raises:
+        CheckpointError: the file is not such a record.
+    """
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupted or truncated ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: corrupted (not a record)")
+    return data
 
 
 def _write_shard(f: Any, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> int:
@@ -476,9 +532,14 @@ class Store:
     # -- writing --
 
     def due(self, products: int) -> bool:
-        """Whether a save is due after ``products`` products (the same answer on every rank)."""
+        """Whether a save is due after ``products`` products (the same answer on every rank).
+
+        A held signal (see :func:`guard`) makes a save due.
+        """
         cp = self.cp
-        due = cp.every_products is not None and products - self.last_products >= cp.every_products
+        due = bool(_held) or (
+            cp.every_products is not None and products - self.last_products >= cp.every_products
+        )
         if not due and cp.every_seconds is not None:
             spacing = max(cp.every_seconds, self.write_seconds / _WRITE_SHARE)
             due = time.monotonic() - self.last_time >= spacing
@@ -534,3 +595,61 @@ class Store:
         self.last_products = int(products)
         self.last_time = time.monotonic()
         self.write_seconds = self.last_time - t0
+        _release()
+
+
+_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+_held: list[tuple[Any, int]] = []  # (the handler held back, its signal)
+_guards = 0
+
+
+def _hold(signum: int, frame: Any) -> None:
+    handler = _previous.get(signum)
+    if _held or handler is None:  # a second signal: stop now
+        if callable(handler):
+            handler(signum, frame)
+        return
+    _held.append((handler, signum))
+
+
+_previous: dict[int, Any] = {}
+
+
+def _release() -> None:
+    """Run the held signal's handler (after a save: it raises, the run stops there)."""
+    if _held:
+        handler, signum = _held.pop()
+        _held.clear()
+        handler(signum, None)
+
+
+@contextmanager
+def guard(store: Store | None) -> Iterator[None]:
+    """While the block runs, hold SIGINT/SIGTERM/SIGHUP until the next save (see module doc).
+
+    Only Python-level handlers are held (a signal with the default action still kills the
+    process; the last save is then what a resume finds). No-op for ``store=None`` and outside
+    the main thread.
+    """
+    global _guards
+    if store is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _guards == 0:
+        for signum in _SIGNALS:
+            old = signal.getsignal(signum)
+            if callable(old):
+                _previous[signum] = old
+                signal.signal(signum, _hold)
+    _guards += 1
+    try:
+        yield
+    finally:
+        _guards -= 1
+        if _guards == 0:
+            for signum, old in _previous.items():
+                signal.signal(signum, old)
+            _previous.clear()
+            _release()  # a signal held after the last save point still stops the run

@@ -26,6 +26,7 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.batches import SampleBatches
+from fastspec.checkpoint import Resume, as_checkpoint, check_resume, model_data_fingerprint
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
 from fastspec.linalg import DenseOperator, eigsh
@@ -78,6 +79,8 @@ def gradient_covariance_spectrum(
     seed: int = 0,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> CovarianceSpectrum:
     """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
 
@@ -102,6 +105,12 @@ def gradient_covariance_spectrum(
             runs on the matrix-free operator.
         tol: Lanczos residual tolerance.
         seed: Lanczos start-block seed.
+        checkpoint: with ``"lanczos"``, a directory or :class:`fastspec.checkpoint.Checkpoint`
+            where :func:`fastspec.linalg.eigsh` saves its state (fingerprinted with the model's
+            parameters, the data and these settings). ``"gram"`` is one pass over the data and
+            one dense eigendecomposition: there is nothing to resume, the argument is unused.
+        resume: continue the ``"lanczos"`` run saved in ``checkpoint`` (see
+            :func:`fastspec.linalg.eigsh`).
 
     Returns:
         A :class:`CovarianceSpectrum`.
@@ -119,6 +128,7 @@ def gradient_covariance_spectrum(
     memory_budget = check_int("memory_budget", memory_budget, minimum=0)
     tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
     seed = check_int("seed", seed)
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
     problem = GradProblem(
         model, loss_fn, params=params, mode=mode, dtype=dtype, chunk_size=chunk_size
     )
@@ -149,7 +159,12 @@ def gradient_covariance_spectrum(
             if dense
             else GramOperator(store, center=center)
         )
-        res = eigsh(op, k, tol=tol, seed=seed)
+        if cp is not None:
+            cp = cp.with_fingerprint(
+                covariance=model_data_fingerprint(model, problem.names, next(iter(samples)), N),
+                center=center, mode=mode, dtype=str(problem.dtype), matrix_free=not dense,
+            )  # fmt: skip
+        res = eigsh(op, k, tol=tol, seed=seed, checkpoint=cp, resume=resume)
         values, residuals = res.eigenvalues.double(), res.residuals
     if noise_batch_size is not None:
         values = values / noise_batch_size

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_bool, check_float, check_int
-from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import (
@@ -186,39 +186,40 @@ def slq(
         )
         alphas.copy_(loaded[0]["alphas"])
         betas.copy_(loaded[0]["betas"])
-    for j in range(j0, m + 1):
-        if store is not None and j > j0 and (j == m or store.due(R * j)):
-            state = {"v": v, "v_prev": v_prev, "beta": beta, "alphas": alphas, "betas": betas,
-                     "finite": finite, "anorm": anorm}  # fmt: skip
+    with guard(store):
+        for j in range(j0, m + 1):
+            if store is not None and j > j0 and (j == m or store.due(R * j)):
+                state = {"v": v, "v_prev": v_prev, "beta": beta, "alphas": alphas, "betas": betas,
+                         "finite": finite, "anorm": anorm}  # fmt: skip
+                if basis is not None:
+                    state.update({f"basis.{r}": basis[r, :j] for r in range(R)})
+                store.save(state, {"j": j, "scale": scale}, R * j)
+            if j == m:
+                break
             if basis is not None:
-                state.update({f"basis.{r}": basis[r, :j] for r in range(R)})
-            store.save(state, {"j": j, "scale": scale}, R * j)
-        if j == m:
-            break
-        if basis is not None:
-            basis[:, j] = v.mT
-        w = checked_matmat(A, v)
-        if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
-            peak = float(w.abs().amax())
-            if not math.isfinite(peak):
-                raise ValueError("op returned NaN or inf; slq needs a finite operator")
-            scale = safe_scale(peak, A.dtype, P)
-        if scale != 1.0:
-            w = apply_scale(w, scale)
-        ref = torch.linalg.vector_norm(w, dim=0)
-        finite &= torch.isfinite(ref).all()
-        w, alpha = _kernels.lanczos_step_batched(
-            w, v, v_prev, beta, None if basis is None else basis[:, : j + 1]
-        )
-        beta_new = torch.linalg.vector_norm(w, dim=0)
-        anorm = torch.maximum(anorm, ref.max())
-        alive = beta_new > cut * anorm
-        beta_new = torch.where(alive, beta_new, torch.zeros_like(beta_new))
-        v_prev = v
-        v = torch.where(alive, w / torch.where(alive, beta_new, 1.0), torch.zeros_like(w))
-        beta = beta_new
-        alphas[j] = alpha.to(torch.float64)
-        betas[j] = beta_new.to(torch.float64)
+                basis[:, j] = v.mT
+            w = checked_matmat(A, v)
+            if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
+                peak = float(w.abs().amax())
+                if not math.isfinite(peak):
+                    raise ValueError("op returned NaN or inf; slq needs a finite operator")
+                scale = safe_scale(peak, A.dtype, P)
+            if scale != 1.0:
+                w = apply_scale(w, scale)
+            ref = torch.linalg.vector_norm(w, dim=0)
+            finite &= torch.isfinite(ref).all()
+            w, alpha = _kernels.lanczos_step_batched(
+                w, v, v_prev, beta, None if basis is None else basis[:, : j + 1]
+            )
+            beta_new = torch.linalg.vector_norm(w, dim=0)
+            anorm = torch.maximum(anorm, ref.max())
+            alive = beta_new > cut * anorm
+            beta_new = torch.where(alive, beta_new, torch.zeros_like(beta_new))
+            v_prev = v
+            v = torch.where(alive, w / torch.where(alive, beta_new, 1.0), torch.zeros_like(w))
+            beta = beta_new
+            alphas[j] = alpha.to(torch.float64)
+            betas[j] = beta_new.to(torch.float64)
     if not bool(finite):
         raise ValueError("op returned NaN or inf; slq needs a finite operator")
     a_h = alphas.cpu().numpy()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_choice, check_int
-from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard
 from fastspec.linalg._random import make_generator, rademacher
 from fastspec.linalg.operator import aslinearoperator, checked_matmat
 
@@ -123,39 +123,42 @@ def trace(
             elif s:
                 S, Y, Q = None, None, t["Q"].to(dev)
     done0 = done
-    while True:
-        if store is not None and done > done0 and (done == n or store.due(done)):
-            state = {"gen": gen.get_state(), "exact": exact, "terms": terms}
-            if S is not None and Y is not None:
-                state.update(S=S, Y=Y[:, :done].contiguous())
-            if Q is not None:
-                state["Q"] = Q
-            store.save(state, {"done": done}, done)
-        if done == n:
-            break
-        if done < s:  # the sketch Y = A S of Hutch++
-            assert S is not None and Y is not None
-            c = min(bs, s - done)
-            Y[:, done : done + c] = checked_matmat(A, S[:, done : done + c])
-            done += c
-            if done == s:
-                Q, _ = torch.linalg.qr(Y, mode="reduced")
-                S = Y = None
-        elif done < 2 * s:  # tr(QᵀAQ), exact given Q
-            assert Q is not None
-            c = min(bs, 2 * s - done)
-            Qc = Q[:, done - s : done - s + c]  # Q has fewer columns than s when P < s
-            if Qc.shape[1]:
-                exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(torch.float64)
-            done += c
-        else:  # Hutchinson terms zᵀAz (on (I − QQᵀ) A (I − QQᵀ) for Hutch++)
-            c0 = done - 2 * s
-            c = min(bs, n_probes - c0)
-            Z = rademacher(gen, P, c, dtype=A.dtype, device=dev)
-            if Q is not None:
-                Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
-            terms[c0 : c0 + c] = (Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64)
-            done += c
+    with guard(store):
+        while True:
+            if store is not None and done > done0 and (done == n or store.due(done)):
+                state = {"gen": gen.get_state(), "exact": exact, "terms": terms}
+                if S is not None and Y is not None:
+                    state.update(S=S, Y=Y[:, :done].contiguous())
+                if Q is not None:
+                    state["Q"] = Q
+                store.save(state, {"done": done}, done)
+            if done == n:
+                break
+            if done < s:  # the sketch Y = A S of Hutch++
+                assert S is not None and Y is not None
+                c = min(bs, s - done)
+                Y[:, done : done + c] = checked_matmat(A, S[:, done : done + c])
+                done += c
+                if done == s:
+                    Q, _ = torch.linalg.qr(Y, mode="reduced")
+                    S = Y = None
+            elif done < 2 * s:  # tr(QᵀAQ), exact given Q
+                assert Q is not None
+                c = min(bs, 2 * s - done)
+                Qc = Q[:, done - s : done - s + c]  # Q has fewer columns than s when P < s
+                if Qc.shape[1]:
+                    exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(
+                        torch.float64
+                    )
+                done += c
+            else:  # Hutchinson terms zᵀAz (on (I − QQᵀ) A (I − QQᵀ) for Hutch++)
+                c0 = done - 2 * s
+                c = min(bs, n_probes - c0)
+                Z = rademacher(gen, P, c, dtype=A.dtype, device=dev)
+                if Q is not None:
+                    Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
+                terms[c0 : c0 + c] = (Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64)
+                done += c
     vals = torch.cat([exact.reshape(1), terms]).cpu().numpy()
     if not np.isfinite(vals).all():
         raise ValueError("op returned NaN or inf; trace needs a finite operator")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import check_bool, check_choice, check_float, check_int
-from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, tensor_digest
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard, tensor_digest
 from fastspec.linalg._random import make_generator
 from fastspec.linalg.lanczos.checkpoint import LanczosCheckpoint
 from fastspec.linalg.lanczos.dense import dense_eigsh
@@ -275,9 +275,10 @@ def eigsh(
             store_products=store,
             max_growth=None if max_basis is not None else max_growth(M, P, A.dtype),
         )
-        result = BlockLanczos(st, v0_block, saver).run(return_eigenvectors=return_eigenvectors)
-        if saver is not None:
-            saver.save_result(result)
+        with guard(None if saver is None else saver.store):
+            result = BlockLanczos(st, v0_block, saver).run(return_eigenvectors=return_eigenvectors)
+            if saver is not None:
+                saver.save_result(result)
         warn_unconverged(result, stacklevel=2)
         return result
     finally:
