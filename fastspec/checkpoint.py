@@ -163,7 +163,7 @@ def tensor_digest(t: torch.Tensor) -> str:
     a = t.detach().cpu().contiguous()
     if a.dtype in (torch.bfloat16, torch.float16):
         a = a.float()
-    h.update(memoryview(a.numpy()).cast("B") if a.numel() else b"")
+    h.update(_bytes(a) if a.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -404,7 +404,7 @@ def _bytes(t: torch.Tensor) -> memoryview:
     flat = t.reshape(-1)
     if flat.dtype in (torch.bool, torch.bfloat16, torch.float16):
         flat = flat.view(torch.uint8 if flat.dtype == torch.bool else torch.int16)
-    return memoryview(flat.numpy()).cast("B")
+    return memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]
 
 
 def _shard_name(seq: int, rank: int, world_size: int) -> str:

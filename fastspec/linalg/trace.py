@@ -113,15 +113,15 @@ def trace(
         store = Store(cp, settings, resume=resume)
         loaded = store.load()
         if loaded is not None:
-            t, meta = loaded
+            saved, meta = loaded
             done = int(meta["done"])
-            gen.set_state(t["gen"])
-            exact, terms = t["exact"].to(dev), t["terms"].to(dev)
+            gen.set_state(saved["gen"])
+            exact, terms = saved["exact"].to(dev), saved["terms"].to(dev)
             if done < s:
                 assert S is not None and Y is not None
-                S, Y[:, :done] = t["S"].to(dev), t["Y"].to(dev)
+                S, Y[:, :done] = saved["S"].to(dev), saved["Y"].to(dev)
             elif s:
-                S, Y, Q = None, None, t["Q"].to(dev)
+                S, Y, Q = None, None, saved["Q"].to(dev)
     done0 = done
     with guard(store):
         while True:
