@@ -22,8 +22,9 @@ import torch
 
 from fastspec._checks import AsDict, check_choice, check_int
 from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard
-from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.operator import aslinearoperator, checked_matmat
+from fastspec.linalg._random import make_generator
+from fastspec.linalg.operator import aslinearoperator
+from fastspec.linalg.sharded import Sharding, run_group
 
 __all__ = ["TraceResult", "trace"]
 
@@ -57,6 +58,7 @@ def trace(
     num_matvecs: int,
     seed: int | None = None,
     block_size: int | None = None,
+    process_group: Any = None,
     checkpoint: Any = None,
     resume: Resume = False,
 ) -> TraceResult:
@@ -71,9 +73,15 @@ def trace(
         seed: seed of the Rademacher probes; ``None`` draws a fresh one.
         block_size: probes per operator call (default ``min(num_matvecs, 32)``); Hutch++'s
             sketch keeps ``s`` vectors of length ``P`` in memory.
+        process_group: a ``torch.distributed`` group to run over (default: ``op``'s, else the
+            default group of more than one rank; see :func:`~fastspec.linalg.eigsh`). Each rank
+            keeps its slice of the probes and of the sketch; the probes are drawn whole as on
+            one process, so a seed gives the same estimate (up to rounding) on any number of
+            ranks.
+
         checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the sketch, the
             terms so far and the generator are saved there at its interval and at the end,
-            atomically.
+            atomically (each rank its rows).
         resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"`` when
             there is one; ``False`` starts, refusing a directory holding one (see
             :func:`fastspec.linalg.eigsh`). The result is bitwise that of an uninterrupted run.
@@ -95,22 +103,33 @@ def trace(
     if block_size is None:
         block_size = min(num_matvecs, 32)
     check_int("seed", seed, none_ok=True)
+    P = A.shape[0]
+    sh = Sharding(P, run_group(A, process_group))
+    sh.agree(
+        "trace",
+        dtype=str(A.dtype),
+        method=method,
+        num_matvecs=num_matvecs,
+        seed=seed,
+        block_size=block_size,
+        local_matmat=callable(getattr(A, "local_matmat", None)),
+    )
     cp, resume = as_checkpoint(checkpoint), check_resume(resume)
-    gen = make_generator(seed)
-    P, n, bs = A.shape[0], int(num_matvecs), int(block_size)
+    gen = make_generator(sh.shared_seed(seed))
+    n, bs = int(num_matvecs), int(block_size)
     s = 0 if method == "hutchinson" else n // 3  # sketch and exact part of Hutch++
     n_probes = n - 2 * s
     dev = A.device
     exact = torch.zeros((), dtype=torch.float64, device=dev)
     terms = torch.zeros(n_probes, dtype=torch.float64, device=dev)
-    S = rademacher(gen, P, s, dtype=A.dtype, device=dev) if s else None
-    Y = torch.empty(P, s, dtype=A.dtype, device=dev) if s else None
+    S = sh.rademacher(gen, s, dtype=A.dtype, device=dev) if s else None
+    Y = torch.empty(sh.n, s, dtype=A.dtype, device=dev) if s else None
     Q = None
     store, done = None, 0
     if cp is not None:
         settings = {"solver": "trace", "P": P, "dtype": str(A.dtype), "method": method,
                     "num_matvecs": n, "seed": seed, "block_size": bs}  # fmt: skip
-        store = Store(cp, settings, resume=resume)
+        store = Store(cp, settings, resume=resume, group=sh.group)
         loaded = store.load()
         if loaded is not None:
             saved, meta = loaded
@@ -137,27 +156,26 @@ def trace(
             if done < s:  # the sketch Y = A S of Hutch++
                 assert S is not None and Y is not None
                 c = min(bs, s - done)
-                Y[:, done : done + c] = checked_matmat(A, S[:, done : done + c])
+                Y[:, done : done + c] = sh.apply(A, S[:, done : done + c])
                 done += c
                 if done == s:
-                    Q, _ = torch.linalg.qr(Y, mode="reduced")
+                    Q, _ = sh.qr(Y)
                     S = Y = None
             elif done < 2 * s:  # tr(QᵀAQ), exact given Q
                 assert Q is not None
                 c = min(bs, 2 * s - done)
                 Qc = Q[:, done - s : done - s + c]  # Q has fewer columns than s when P < s
                 if Qc.shape[1]:
-                    exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(
-                        torch.float64
-                    )
+                    quad = sh.sum((Qc * sh.apply(A, Qc.contiguous())).sum())
+                    exact = exact + quad.to(torch.float64)
                 done += c
             else:  # Hutchinson terms zᵀAz (on (I − QQᵀ) A (I − QQᵀ) for Hutch++)
                 c0 = done - 2 * s
                 c = min(bs, n_probes - c0)
-                Z = rademacher(gen, P, c, dtype=A.dtype, device=dev)
+                Z = sh.rademacher(gen, c, dtype=A.dtype, device=dev)
                 if Q is not None:
-                    Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
-                terms[c0 : c0 + c] = (Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64)
+                    Z = torch.addmm(Z, Q, sh.sum(Q.mT @ Z), alpha=-1.0)
+                terms[c0 : c0 + c] = sh.sum((Z * sh.apply(A, Z)).sum(dim=0)).to(torch.float64)
                 done += c
     vals = torch.cat([exact.reshape(1), terms]).cpu().numpy()
     if not np.isfinite(vals).all():

@@ -49,8 +49,14 @@ class LanczosCheckpoint:
         if store.exists:
             self.loaded = store.load()
 
-    def result(self, device: torch.device) -> EigshResult | None:
-        """The stored result of a finished run (``None`` when the run is not finished)."""
+    def result(self, device: torch.device, sharding: Any = None) -> EigshResult | None:
+        """The stored result of a finished run (``None`` when the run is not finished).
+
+        Args:
+            device: the operator's device.
+            sharding: the run's vector layer (under a process group, each rank stored its rows
+                of the eigenvectors).
+        """
         if self.loaded is None or self.loaded[1].get("phase") != "done":
             return None
         tensors, meta = self.loaded
@@ -61,6 +67,7 @@ class LanczosCheckpoint:
             residuals=tensors["residuals"].to(device),
             converged=tensors["converged"].to(device),
             **meta["result"],
+            **({} if sharding is None or not sharding.distributed else {"sharding": sharding}),
         )
 
     def restore(self, st: LanczosState) -> Position | None:
@@ -72,7 +79,7 @@ class LanczosCheckpoint:
         try:
             M = int(meta["M"])
             if M != st.M:  # the basis grew before the save
-                st.V = torch.empty(M, st.P, dtype=st.V.dtype, device=st.V.device)
+                st.V = torch.empty(M, st.V.shape[1], dtype=st.V.dtype, device=st.V.device)
                 st.AV = None if st.AV is None else torch.empty_like(st.V)
                 st.T = torch.zeros(M, M, dtype=st.T.dtype, device=st.T.device)
                 st.M = M
