@@ -4,7 +4,9 @@ Bad input (a missing file, a bad ``module:factory``, a model that does not fit t
 ``--k``) ends with one line on stderr, ``fastspec <command>: error: ...``, and exit code 2; a
 computation that fails exits 1. SIGINT and SIGTERM stop a run with one line on stderr and exit
 codes 130 and 143. Reports are written atomically, so a failed or stopped command leaves no
-report and no temporary directory behind.
+report and no temporary directory behind. With ``--checkpoint-dir`` the solvers' state is saved
+there as they go and when a signal stops them (at the next block step); the same command with
+``--resume`` continues from it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, NoReturn
 
 EXIT_USAGE = 2
@@ -89,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         changes["tracker_epochs"] += (args.epochs,)
     report = run_main_job(
         replace(settings, **changes), out=args.out, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress, **_checkpoint(args),
     )  # fmt: skip
     print(report.summary())
     print(f"\nreport written to {args.out}/ (summary.txt, report.json, spectra.png, per model)")
@@ -101,6 +104,8 @@ def _findings(args: argparse.Namespace) -> int:
 
     from fastspec.analysis.findings import FINDINGS_QUICK, FindingsSettings, run_findings
 
+    if args.checkpoint_dir is not None:
+        raise ValueError("--checkpoint-dir and --resume do not apply to --findings")
     settings = FINDINGS_QUICK if args.quick else FindingsSettings()
     changes: dict[str, Any] = {"device": args.device, "seed": args.seed}
     for name in ("k", "epochs", "dtype", "seeds"):
@@ -127,7 +132,7 @@ def _hessian(args: argparse.Namespace) -> int:
         model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
         mode=args.mode, max_samples=args.max_samples, trace_matvecs=args.trace_matvecs,
         density_probes=None if args.no_density else args.density_probes, seed=args.seed,
-        label=args.label, progress=not args.no_progress,
+        label=args.label, progress=not args.no_progress, **_checkpoint(args),
     )  # fmt: skip
     report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(report.summary())
@@ -143,12 +148,17 @@ def _gradients(args: argparse.Namespace) -> int:
     report = analyze_gradients(
         model, loss_fn, data, k=args.k, noise_batch_size=args.batch_size, num_steps=args.steps,
         num_coordinates=args.coordinates, params=args.params, mode=args.mode, dtype=dtype,
-        seed=args.seed, label=args.label, progress=not args.no_progress,
+        seed=args.seed, label=args.label, progress=not args.no_progress, **_checkpoint(args),
     )  # fmt: skip
     report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(report.summary())
     print(f"\nreport written to {args.out}/")
     return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """``checkpoint=`` and ``resume=`` of the analysis call."""
+    return {"checkpoint": args.checkpoint_dir, "resume": bool(args.resume)}
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -228,6 +238,12 @@ def _add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="save the solvers' state in DIR as they go (every 5 min, at most 2%% of "
+                   "the time) and when SIGINT/SIGTERM stop the run")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the state in --checkpoint-dir (same command, same "
+                   "model, data and settings; anything else is refused)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"fastspec {args.command}"
+    if getattr(args, "resume", False) and not getattr(args, "checkpoint_dir", None):
+        parser.exit(EXIT_USAGE, f"{prog}: error: --resume needs --checkpoint-dir\n")
     from fastspec.analysis.signals import Terminated, exit_code, signals_as_exceptions
 
     before = _identity(args)
@@ -322,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped ({exc})"
         after = _identity(args)
         done = f"the report in {args.out} was complete" if after not in (None, before) else ""
-        print(f"{prog}: {what}; {done or 'no report written'}", file=sys.stderr)
+        print(f"{prog}: {what}; {done or 'no report written'}{_how_to_resume(args)}",
+              file=sys.stderr)  # fmt: skip
         return exit_code(exc)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
@@ -330,6 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, MemoryError) as exc:
         print(f"{prog}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _how_to_resume(args: argparse.Namespace) -> str:
+    """``; resume with ...`` when the stopped run left a checkpoint, else nothing."""
+    directory = getattr(args, "checkpoint_dir", None)
+    if not directory or not any(Path(directory).rglob("manifest.json")):
+        return ""
+    return f"; state saved in {directory}: run the same command with --resume to continue"
 
 
 def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:

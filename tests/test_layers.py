@@ -44,6 +44,7 @@ RANKS = {
     "fastspec._info": 2,
     "fastspec.stats": 3,
     "fastspec.distributed": 3,
+    "fastspec.checkpoint": 3,
     "fastspec.linalg": 4,
     "fastspec.batches": 5,
     "fastspec.mode": 5,

@@ -30,9 +30,17 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_int
 from fastspec.analysis._progress import note
-from fastspec.analysis.hessian import Loss, fit_from_dict, load_report, try_fit
+from fastspec.analysis.hessian import (
+    Loss,
+    fit_from_dict,
+    load_report,
+    open_checkpoint,
+    stage_checkpoint,
+    try_fit,
+)
 from fastspec.analysis.output import atomic_dir, write_json
 from fastspec.batches import SampleBatches
+from fastspec.checkpoint import Resume
 from fastspec.grads import (
     CovarianceSpectrum,
     GradientRecorder,
@@ -241,6 +249,8 @@ def analyze_gradients(
     label: str = "gradients",
     progress: bool = False,
     extra: dict[str, Any] | None = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> GradientReport:
     """P2's gradient-structure analysis of ``model`` on ``data``.
 
@@ -268,6 +278,10 @@ def analyze_gradients(
         label: the report's name.
         progress: one line per step on stderr.
         extra: metadata stored in the report as given.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint` for the covariance
+            spectra's Lanczos runs (subdirectories ``covariance/`` and ``noise/``; the Gram
+            method has nothing to resume). See :func:`analyze_hessian`.
+        resume: ``True``, ``"if-present"`` or ``False``, as in :func:`analyze_hessian`.
 
     Returns:
         A :class:`GradientReport`.
@@ -285,6 +299,11 @@ def analyze_gradients(
         raise TypeError(
             f"recorder must be a GradientRecorder or None, got {type(recorder).__name__}"
         )
+    cp, stage_resume = open_checkpoint(
+        checkpoint, resume, model=model, names=[n for n, _ in model.named_parameters()],
+        data=data, num_samples=SampleBatches(data).num_samples, mode=mode, dtype=str(dtype),
+        params=params if isinstance(params, str) or params is None else "custom",
+    )  # fmt: skip
     t0 = time.perf_counter()
     given = recorder is not None
     notes: list[str] = []
@@ -292,12 +311,16 @@ def analyze_gradients(
     opts: dict[str, Any] = {"params": params, "mode": mode, "dtype": dtype}
     note(f"{label}: covariance spectrum of per-sample gradients", enabled=progress)
     t = time.perf_counter()
-    cov = gradient_covariance_spectrum(model, loss_fn, data, k=k, **opts)
+    cov = gradient_covariance_spectrum(
+        model, loss_fn, data, k=k, checkpoint=stage_checkpoint(cp, "covariance"),
+        resume=stage_resume, **opts,
+    )  # fmt: skip
     cov_fit = try_fit(fit_spectrum, cov.eigenvalues.numpy(), alpha, "covariance spectrum", notes)
     noise = noise_fit = None
     if noise_batch_size is not None:
         noise = gradient_covariance_spectrum(
-            model, loss_fn, data, k=k, noise_batch_size=noise_batch_size, **opts,
+            model, loss_fn, data, k=k, noise_batch_size=noise_batch_size,
+            checkpoint=stage_checkpoint(cp, "noise"), resume=stage_resume, **opts,
         )  # fmt: skip
         noise_fit = try_fit(fit_spectrum, noise.eigenvalues.numpy(), alpha, "noise spectrum", notes)
     timings["spectra"] = time.perf_counter() - t

@@ -30,6 +30,16 @@ from torch import nn
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.analysis._progress import PairsBar, note
 from fastspec.analysis.output import atomic_dir, read_json, write_json
+from fastspec.batches import as_batches
+from fastspec.checkpoint import (
+    Checkpoint,
+    Resume,
+    as_checkpoint,
+    check_resume,
+    model_data_fingerprint,
+    read_record,
+    write_record,
+)
 from fastspec.curvature.operators import HessianOperator
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
@@ -245,6 +255,8 @@ def analyze_hessian(
     label: str = "hessian",
     progress: bool = False,
     extra: dict[str, Any] | None = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> HessianReport:
     """P1's analysis of the Hessian of the full-data loss of ``model`` on ``data``.
 
@@ -276,6 +288,13 @@ def analyze_hessian(
         label: the report's name.
         progress: progress bar for eigsh and one line per step on stderr.
         extra: metadata stored in the report as given.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: eigsh, the trace
+            and SLQ save their state in its subdirectories ``eigsh/``, ``trace/`` and
+            ``density/``, fingerprinted with the model's parameters, the data and the settings.
+        resume: ``True`` continues from ``checkpoint`` (it must hold one): finished steps
+            return their stored results, the interrupted one continues where it was saved.
+            ``"if-present"`` does so when there is a checkpoint. ``False`` (default) starts and
+            refuses a directory that holds one.
 
     Returns:
         A :class:`HessianReport`.
@@ -301,6 +320,13 @@ def analyze_hessian(
     P = op.shape[0]
     if not 2 <= k < P:
         raise ValueError(f"k must satisfy 2 <= k < P = {P} (the number of parameters), got {k}")
+    cp, stage_resume = open_checkpoint(
+        checkpoint, resume, model=model, names=op.param_names, data=data,
+        num_samples=op.num_samples, mode=mode, dtype=str(op.dtype), hvp=hvp,
+        max_samples=max_samples, batch_loss=getattr(batch_loss, "__qualname__", None),
+    )  # fmt: skip
+    if cp is not None:
+        _fix_product_method(op, cp)
     notes: list[str] = []
     timings: dict[str, float] = {}
     matvecs: dict[str, int] = {}
@@ -313,7 +339,7 @@ def analyze_hessian(
         try:
             eig = eigsh(
                 op, k, tol=tol, block_size=block_size, max_basis=max_basis, seed=seed,
-                progress=bar or False,
+                progress=bar or False, checkpoint=stage_checkpoint(cp, "eigsh"), resume=stage_resume,
             )  # fmt: skip
         finally:
             if bar is not None:
@@ -336,7 +362,10 @@ def analyze_hessian(
     if trace_matvecs is not None:
         note(f"{label}: Hessian trace ({trace_method}, {trace_matvecs} HVPs)", enabled=progress)
         t = time.perf_counter()
-        tr = trace(op, method=trace_method, num_matvecs=trace_matvecs, seed=seed + 1)  # type: ignore[arg-type]
+        tr = trace(
+            op, method=trace_method, num_matvecs=trace_matvecs, seed=seed + 1,  # type: ignore[arg-type]
+            checkpoint=stage_checkpoint(cp, "trace"), resume=stage_resume,
+        )  # fmt: skip
         timings["trace"] = time.perf_counter() - t
         matvecs["trace"] = tr.num_matvecs
 
@@ -345,7 +374,10 @@ def analyze_hessian(
         steps = min(density_steps, P)
         note(f"{label}: spectral density (SLQ, {density_probes}×{steps} HVPs)", enabled=progress)
         t = time.perf_counter()
-        dens = slq(op, num_probes=density_probes, num_steps=steps, seed=seed + 2)
+        dens = slq(
+            op, num_probes=density_probes, num_steps=steps, seed=seed + 2,
+            checkpoint=stage_checkpoint(cp, "density"), resume=stage_resume,
+        )  # fmt: skip
         grid, sigma = _density_grid(dens)
         values = dens.density(grid, sigma=sigma).numpy()
         timings["density"] = time.perf_counter() - t
@@ -390,6 +422,70 @@ def analyze_hessian(
         notes=tuple(notes),
         extra=dict(extra or {}),
     )
+
+
+def pipeline_checkpoint(checkpoint: Any, resume: Any) -> tuple[Checkpoint | None, Resume]:
+    """A pipeline's checkpoint and how its steps resume, checked before any work.
+
+    ``resume=True`` needs a checkpoint in the directory, ``resume=False`` refuses one. Steps
+    then resume ``"if-present"`` (a step not reached before the interruption starts) or not at
+    all.
+
+    Raises:
+        FileNotFoundError: ``resume=True`` and the directory holds no checkpoint.
+        ValueError: ``resume=False`` and it holds one.
+    """
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
+    if cp is None:
+        return None, False
+    present = cp.directory.is_dir() and any(cp.directory.rglob("manifest.json"))
+    if resume is True and not present:
+        raise FileNotFoundError(f"no checkpoint to resume in {cp.directory}")
+    if resume is False and present:
+        raise ValueError(
+            f"{cp.directory} already holds a checkpoint: resume it (resume=True, --resume) or "
+            "remove it to start again"
+        )
+    return cp, "if-present" if resume else False
+
+
+def open_checkpoint(
+    checkpoint: Any,
+    resume: Any,
+    *,
+    model: nn.Module,
+    names: Any,
+    data: Any,
+    num_samples: int,
+    **settings: Any,
+) -> tuple[Checkpoint | None, Resume]:
+    """:func:`pipeline_checkpoint`, fingerprinted with the model, its data and ``settings``."""
+    cp, stage_resume = pipeline_checkpoint(checkpoint, resume)
+    if cp is None:
+        return None, False
+    first = next(iter(as_batches(data)), None)
+    fingerprint = model_data_fingerprint(model, names, first, num_samples)
+    return cp.with_fingerprint(**fingerprint, **settings), stage_resume
+
+
+def _fix_product_method(op: HessianOperator, cp: Checkpoint) -> None:
+    """Keep the product method of the checkpointed run, so that a resumed run is bitwise equal.
+
+    ``hvp="auto"`` times the methods on the first product; a resumed run takes the method
+    recorded then instead of timing again (one product of each method, made here once).
+    """
+    path = cp.directory / "hvp_method.json"
+    record = read_record(path)
+    if record is not None:
+        op.method = record["method"]
+    elif op.method is None:
+        op.matmat(torch.zeros(op.shape[0], 1, dtype=op.dtype, device=op.device))
+        write_record(path, {"method": op.method})
+
+
+def stage_checkpoint(cp: Checkpoint | None, name: str) -> Checkpoint | None:
+    """The checkpoint of one step of a pipeline (``None`` stays)."""
+    return None if cp is None else cp.sub(name)
 
 
 def try_fit(

@@ -35,11 +35,17 @@ from fastspec._checks import check_choice, check_int
 from fastspec.analysis import digits
 from fastspec.analysis._progress import JobProgress
 from fastspec.analysis.gradients import GradientReport, analyze_gradients
-from fastspec.analysis.hessian import HessianReport, analyze_hessian
+from fastspec.analysis.hessian import (
+    HessianReport,
+    analyze_hessian,
+    pipeline_checkpoint,
+    stage_checkpoint,
+)
 from fastspec.analysis.output import atomic_dir, check_target, plain, write_json
 from fastspec.analysis.spread import Spread, count, spread
 from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker
+from fastspec.checkpoint import Checkpoint, Resume
 from fastspec.grads import GradientRecorder
 
 __all__ = ["QUICK", "RunReport", "RunSettings", "run_main_job"]
@@ -460,6 +466,8 @@ def run_main_job(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> RunReport:
     """Run the main job; when ``out`` is given, save the report there (atomically).
 
@@ -469,6 +477,13 @@ def run_main_job(
             ``overwrite``).
         overwrite: replace an existing ``out``.
         progress: progress bars and step lines on stderr.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: every analysis
+            saves its solvers' state in ``seed<N>/<model>/<stage>/``.
+        resume: ``True`` continues from ``checkpoint`` (it must hold one): finished analyses
+            return their stored results without operator products, the interrupted one
+            continues where it was saved (training is deterministic and is run again).
+            ``"if-present"``: the same when there is a checkpoint. ``False``: start, refusing a
+            directory that holds one.
 
     Returns:
         The :class:`RunReport`.
@@ -479,6 +494,7 @@ def run_main_job(
 
         check_target(out, overwrite=overwrite)
         require_matplotlib()
+    cp, stage_resume = pipeline_checkpoint(checkpoint, resume)
     device = resolve_device(s.device)
     start = time.perf_counter()
     seeds = tuple(range(s.seed, s.seed + s.seeds))
@@ -489,7 +505,8 @@ def run_main_job(
     for seed in seeds:
         runs[seed] = {}
         for name in s.models:
-            runs[seed][name], data = _run_model(name, s, seed, device, job, progress)
+            ck = (stage_checkpoint(cp, f"seed{seed}/{name}"), stage_resume)
+            runs[seed][name], data = _run_model(name, s, seed, device, job, progress, ck)
     report = RunReport(
         settings=s,
         runs=runs,
@@ -509,6 +526,7 @@ def _run_model(
     device: torch.device,
     job: JobProgress,
     progress: bool,
+    ck: tuple[Checkpoint | None, Resume] = (None, False),
 ) -> tuple[ModelRun, dict[str, Any]]:
     """One model, one seed.
 
@@ -524,6 +542,10 @@ def _run_model(
         "max_samples": s.max_samples, "block_size": s.block_size,
     }  # fmt: skip
     tag = f"{name}, seed {seed}"
+
+    def stage(name: str) -> dict[str, Any]:
+        return {"checkpoint": stage_checkpoint(ck[0], name), "resume": ck[1]}
+
     torch.manual_seed(seed)
     model = digits.MODELS[name]().to(device=device, dtype=dtype).eval()
     init_loss, init_err = digits.evaluate(model, *test_set)
@@ -531,7 +553,7 @@ def _run_model(
     init = analyze_hessian(
         model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
         density_steps=s.density_steps, label=f"{name}/random_init", progress=progress,
-        extra={"test_loss": init_loss, "test_error": init_err}, **common,
+        extra={"test_loss": init_loss, "test_error": init_err}, **common, **stage("random_init"),
     )  # fmt: skip
     grads_data = [
         train_set
@@ -549,7 +571,7 @@ def _run_model(
         job.step(f"{tag}: gradients at random init")
         grads_init = analyze_gradients(
             model, loss_fn, grads_data, num_steps=s.gradient_steps,
-            label=f"{name}/random_init", **grad_common,
+            label=f"{name}/random_init", **grad_common, **stage("gradients_random_init"),
         )  # fmt: skip
         steps_per_epoch = -(-len(train_set[0]) // 128)
         total = s.epochs * steps_per_epoch
@@ -579,12 +601,13 @@ def _run_model(
         model, loss_fn, [train_set], k=s.k, density_probes=s.density_probes,
         density_steps=s.density_steps, label=f"{name}/trained", progress=progress,
         extra={"test_loss": result.test_loss, "test_error": result.test_error}, **common,
+        **stage("trained"),
     )  # fmt: skip
     if recorder is not None:
         job.step(f"{tag}: gradients of the trained model")
         grads_trained = analyze_gradients(
             model, loss_fn, grads_data, recorder=recorder, label=f"{name}/trained",
-            **grad_common,
+            **grad_common, **stage("gradients_trained"),
         )  # fmt: skip
     run = ModelRun(
         name=name,

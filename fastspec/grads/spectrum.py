@@ -29,6 +29,7 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.batches import SampleBatches
+from fastspec.checkpoint import Resume, as_checkpoint, check_resume, model_data_fingerprint
 from fastspec.distributed import resolve_group
 from fastspec.grads.gram import DEFAULT_MEMORY_BUDGET, GradientStore, GramOperator
 from fastspec.grads.problem import GradProblem
@@ -89,6 +90,8 @@ def gradient_covariance_spectrum(
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     process_group: Any = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> CovarianceSpectrum:
     """Descending eigenvalues of the covariance (or second moment) of per-sample gradients.
 
@@ -121,6 +124,12 @@ def gradient_covariance_spectrum(
             takes its eigenvalues and broadcasts them); Lanczos applies the Gram matrix from
             the blocks each rank computed, or matrix-free from each rank's factors, with one
             all-reduce per block of products (:mod:`fastspec.grads.sharded`).
+        checkpoint: with ``"lanczos"``, a directory or :class:`fastspec.checkpoint.Checkpoint`
+            where :func:`fastspec.linalg.eigsh` saves its state (fingerprinted with the model's
+            parameters, the data and these settings). ``"gram"`` is one pass over the data and
+            one dense eigendecomposition: there is nothing to resume, the argument is unused.
+        resume: continue the ``"lanczos"`` run saved in ``checkpoint`` (see
+            :func:`fastspec.linalg.eigsh`).
 
     Returns:
         A :class:`CovarianceSpectrum`.
@@ -143,6 +152,11 @@ def gradient_covariance_spectrum(
     tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
     seed = check_int("seed", seed)
     group = resolve_group(process_group)
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
+    if cp is not None and group is not None:
+        raise ValueError(
+            "checkpoint is not supported for gradient_covariance_spectrum under a process group"
+        )
 
     def make_problem() -> GradProblem:
         return GradProblem(
@@ -209,7 +223,14 @@ def gradient_covariance_spectrum(
                 if dense
                 else GramOperator(store, center=center)
             )
-            res = eigsh(op, k, tol=tol, seed=seed)
+            if cp is not None:
+                cp = cp.with_fingerprint(
+                    covariance=model_data_fingerprint(
+                        model, problem.names, next(iter(samples)), N
+                    ),
+                    center=center, mode=mode, dtype=str(problem.dtype), matrix_free=not dense,
+                )  # fmt: skip
+            res = eigsh(op, k, tol=tol, seed=seed, checkpoint=cp, resume=resume)
             values, residuals = res.eigenvalues.double(), res.residuals
     if noise_batch_size is not None:
         values = values / noise_batch_size

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_bool, check_float, check_int
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard
 from fastspec.linalg import _kernels
 from fastspec.linalg._random import make_generator
 from fastspec.linalg.operator import apply_scale, aslinearoperator, check_symmetric, safe_scale
@@ -107,6 +108,8 @@ def slq(
     seed: int | None = None,
     reorthogonalize: bool = True,
     process_group: Any = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> SLQResult:
     """Stochastic Lanczos quadrature of a symmetric operator.
 
@@ -126,6 +129,12 @@ def slq(
             keeps its slice of every Lanczos vector (``R · m · P / W`` elements with
             ``reorthogonalize``); the probes are drawn whole as on one process, so a seed gives
             the same nodes and weights (up to rounding) on any number of ranks.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the runs'
+            vectors, recurrence coefficients and (with ``reorthogonalize``) bases are saved
+            there at its interval and at the end, atomically (each rank its rows).
+        resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"`` when
+            there is one; ``False`` starts, refusing a directory holding one (see
+            :func:`fastspec.linalg.eigsh`). The result is bitwise that of an uninterrupted run.
 
     Returns:
         An :class:`SLQResult`.
@@ -142,6 +151,7 @@ def slq(
     m = check_int("num_steps", num_steps, minimum=1)
     check_int("seed", seed, none_ok=True)
     check_bool("reorthogonalize", reorthogonalize)
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
     P = A.shape[0]
     if m > P:
         raise ValueError(f"num_steps must be <= P = {P} (the Krylov space is full), got {m}")
@@ -170,31 +180,57 @@ def slq(
     cut = math.sqrt(eps)
     basis = torch.empty(R, m, sh.n, dtype=A.dtype, device=A.device) if reorthogonalize else None
     scale = 1.0
-    for j in range(m):
-        if basis is not None:
-            basis[:, j] = v.mT
-        w = sh.apply(A, v)
-        if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
-            peak = float(sh.max(w.abs().amax() if w.numel() else w.new_zeros(())))
-            if not math.isfinite(peak):
-                raise ValueError("op returned NaN or inf; slq needs a finite operator")
-            scale = safe_scale(peak, A.dtype, P)
-        if scale != 1.0:
-            w = apply_scale(w, scale)
-        ref = sh.vector_norms(w, dim=0)
-        finite &= torch.isfinite(ref).all()
-        w, alpha = _kernels.lanczos_step_batched(
-            w, v, v_prev, beta, None if basis is None else basis[:, : j + 1], reduce=sh.reduce
+    store = None
+    if cp is not None:
+        settings = {"solver": "slq", "P": P, "dtype": str(A.dtype), "num_probes": R,
+                    "num_steps": m, "seed": seed, "reorthogonalize": bool(reorthogonalize)}  # fmt: skip
+        store = Store(cp, settings, resume=resume, group=sh.group)
+    j0 = 0
+    loaded = None
+    if store is not None:
+        out = {} if basis is None else {f"basis.{r}": basis[r] for r in range(R)}
+        loaded = store.load(out)
+    if loaded is not None:
+        j0, scale = int(loaded[1]["j"]), float(loaded[1]["scale"])
+        v, v_prev, beta, finite, anorm = (
+            loaded[0][name].to(A.device) for name in ("v", "v_prev", "beta", "finite", "anorm")
         )
-        beta_new = sh.vector_norms(w, dim=0)
-        anorm = torch.maximum(anorm, ref.max())
-        alive = beta_new > cut * anorm
-        beta_new = torch.where(alive, beta_new, torch.zeros_like(beta_new))
-        v_prev = v
-        v = torch.where(alive, w / torch.where(alive, beta_new, 1.0), torch.zeros_like(w))
-        beta = beta_new
-        alphas[j] = alpha.to(torch.float64)
-        betas[j] = beta_new.to(torch.float64)
+        alphas.copy_(loaded[0]["alphas"])
+        betas.copy_(loaded[0]["betas"])
+    with guard(store):
+        for j in range(j0, m + 1):
+            if store is not None and j > j0 and (j == m or store.due(R * j)):
+                state = {"v": v, "v_prev": v_prev, "beta": beta, "alphas": alphas, "betas": betas,
+                         "finite": finite, "anorm": anorm}  # fmt: skip
+                if basis is not None:
+                    state.update({f"basis.{r}": basis[r, :j] for r in range(R)})
+                store.save(state, {"j": j, "scale": scale}, R * j)
+            if j == m:
+                break
+            if basis is not None:
+                basis[:, j] = v.mT
+            w = sh.apply(A, v)
+            if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
+                peak = float(sh.max(w.abs().amax() if w.numel() else w.new_zeros(())))
+                if not math.isfinite(peak):
+                    raise ValueError("op returned NaN or inf; slq needs a finite operator")
+                scale = safe_scale(peak, A.dtype, P)
+            if scale != 1.0:
+                w = apply_scale(w, scale)
+            ref = sh.vector_norms(w, dim=0)
+            finite &= torch.isfinite(ref).all()
+            w, alpha = _kernels.lanczos_step_batched(
+                w, v, v_prev, beta, None if basis is None else basis[:, : j + 1], reduce=sh.reduce
+            )
+            beta_new = sh.vector_norms(w, dim=0)
+            anorm = torch.maximum(anorm, ref.max())
+            alive = beta_new > cut * anorm
+            beta_new = torch.where(alive, beta_new, torch.zeros_like(beta_new))
+            v_prev = v
+            v = torch.where(alive, w / torch.where(alive, beta_new, 1.0), torch.zeros_like(w))
+            beta = beta_new
+            alphas[j] = alpha.to(torch.float64)
+            betas[j] = beta_new.to(torch.float64)
     if not bool(finite):
         raise ValueError("op returned NaN or inf; slq needs a finite operator")
     a_h = alphas.cpu().numpy()

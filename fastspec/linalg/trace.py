@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_choice, check_int
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard
 from fastspec.linalg._random import make_generator
-from fastspec.linalg.operator import LinearOperator, aslinearoperator
+from fastspec.linalg.operator import aslinearoperator
 from fastspec.linalg.sharded import Sharding, run_group
 
 __all__ = ["TraceResult", "trace"]
@@ -50,26 +51,6 @@ class TraceResult(AsDict):
     num_probes: int
 
 
-def _quadratic_forms(
-    A: LinearOperator,
-    n: int,
-    *,
-    gen: torch.Generator,
-    block_size: int,
-    Q: torch.Tensor | None,
-    sh: Sharding,
-) -> torch.Tensor:
-    """``zᵢᵀ A zᵢ`` for ``n`` Rademacher ``zᵢ`` (projected by ``I − QQᵀ`` when ``Q`` is given)."""
-    out = []
-    for c0 in range(0, n, block_size):
-        c = min(block_size, n - c0)
-        Z = sh.rademacher(gen, c, dtype=A.dtype, device=A.device)
-        if Q is not None:
-            Z = torch.addmm(Z, Q, sh.sum(Q.mT @ Z), alpha=-1.0)
-        out.append(sh.sum((Z * sh.apply(A, Z)).sum(dim=0)).to(torch.float64))
-    return torch.cat(out)
-
-
 def trace(
     op: Any,
     *,
@@ -78,6 +59,8 @@ def trace(
     seed: int | None = None,
     block_size: int | None = None,
     process_group: Any = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> TraceResult:
     """Estimate ``tr(A)`` from matrix-vector products.
 
@@ -95,6 +78,13 @@ def trace(
             keeps its slice of the probes and of the sketch; the probes are drawn whole as on
             one process, so a seed gives the same estimate (up to rounding) on any number of
             ranks.
+
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the sketch, the
+            terms so far and the generator are saved there at its interval and at the end,
+            atomically (each rank its rows).
+        resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"`` when
+            there is one; ``False`` starts, refusing a directory holding one (see
+            :func:`fastspec.linalg.eigsh`). The result is bitwise that of an uninterrupted run.
 
     Returns:
         A :class:`TraceResult`.
@@ -124,28 +114,69 @@ def trace(
         block_size=block_size,
         local_matmat=callable(getattr(A, "local_matmat", None)),
     )
+    cp, resume = as_checkpoint(checkpoint), check_resume(resume)
     gen = make_generator(sh.shared_seed(seed))
-    n = int(num_matvecs)
-    exact = torch.zeros((), dtype=torch.float64, device=A.device)
+    n, bs = int(num_matvecs), int(block_size)
+    s = 0 if method == "hutchinson" else n // 3  # sketch and exact part of Hutch++
+    n_probes = n - 2 * s
+    dev = A.device
+    exact = torch.zeros((), dtype=torch.float64, device=dev)
+    terms = torch.zeros(n_probes, dtype=torch.float64, device=dev)
+    S = sh.rademacher(gen, s, dtype=A.dtype, device=dev) if s else None
+    Y = torch.empty(sh.n, s, dtype=A.dtype, device=dev) if s else None
     Q = None
-    if method == "hutchinson":
-        n_probes = n
-    else:
-        s = n // 3
-        n_probes = n - 2 * s
-        S = sh.rademacher(gen, s, dtype=A.dtype, device=A.device)
-        Y = torch.cat(
-            [sh.apply(A, S[:, c0 : c0 + block_size]) for c0 in range(0, s, block_size)],
-            dim=1,
-        )
-        del S
-        Q, _ = sh.qr(Y)
-        del Y
-        for c0 in range(0, s, block_size):
-            Qc = Q[:, c0 : c0 + block_size]
-            quad = sh.sum((Qc * sh.apply(A, Qc.contiguous())).sum())
-            exact = exact + quad.to(torch.float64)
-    terms = _quadratic_forms(A, n_probes, gen=gen, block_size=block_size, Q=Q, sh=sh)
+    store, done = None, 0
+    if cp is not None:
+        settings = {"solver": "trace", "P": P, "dtype": str(A.dtype), "method": method,
+                    "num_matvecs": n, "seed": seed, "block_size": bs}  # fmt: skip
+        store = Store(cp, settings, resume=resume, group=sh.group)
+        loaded = store.load()
+        if loaded is not None:
+            saved, meta = loaded
+            done = int(meta["done"])
+            gen.set_state(saved["gen"])
+            exact, terms = saved["exact"].to(dev), saved["terms"].to(dev)
+            if done < s:
+                assert S is not None and Y is not None
+                S, Y[:, :done] = saved["S"].to(dev), saved["Y"].to(dev)
+            elif s:
+                S, Y, Q = None, None, saved["Q"].to(dev)
+    done0 = done
+    with guard(store):
+        while True:
+            if store is not None and done > done0 and (done == n or store.due(done)):
+                state = {"gen": gen.get_state(), "exact": exact, "terms": terms}
+                if S is not None and Y is not None:
+                    state.update(S=S, Y=Y[:, :done].contiguous())
+                if Q is not None:
+                    state["Q"] = Q
+                store.save(state, {"done": done}, done)
+            if done == n:
+                break
+            if done < s:  # the sketch Y = A S of Hutch++
+                assert S is not None and Y is not None
+                c = min(bs, s - done)
+                Y[:, done : done + c] = sh.apply(A, S[:, done : done + c])
+                done += c
+                if done == s:
+                    Q, _ = sh.qr(Y)
+                    S = Y = None
+            elif done < 2 * s:  # tr(QᵀAQ), exact given Q
+                assert Q is not None
+                c = min(bs, 2 * s - done)
+                Qc = Q[:, done - s : done - s + c]  # Q has fewer columns than s when P < s
+                if Qc.shape[1]:
+                    quad = sh.sum((Qc * sh.apply(A, Qc.contiguous())).sum())
+                    exact = exact + quad.to(torch.float64)
+                done += c
+            else:  # Hutchinson terms zᵀAz (on (I − QQᵀ) A (I − QQᵀ) for Hutch++)
+                c0 = done - 2 * s
+                c = min(bs, n_probes - c0)
+                Z = sh.rademacher(gen, c, dtype=A.dtype, device=dev)
+                if Q is not None:
+                    Z = torch.addmm(Z, Q, sh.sum(Q.mT @ Z), alpha=-1.0)
+                terms[c0 : c0 + c] = sh.sum((Z * sh.apply(A, Z)).sum(dim=0)).to(torch.float64)
+                done += c
     vals = torch.cat([exact.reshape(1), terms]).cpu().numpy()
     if not np.isfinite(vals).all():
         raise ValueError("op returned NaN or inf; trace needs a finite operator")

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 from fastspec._checks import check_bool, check_choice, check_float, check_int
+from fastspec.checkpoint import Resume, Store, as_checkpoint, check_resume, guard, tensor_digest
 from fastspec.linalg._random import make_generator
+from fastspec.linalg.lanczos.checkpoint import LanczosCheckpoint
 from fastspec.linalg.lanczos.dense import dense_eigsh
 from fastspec.linalg.lanczos.ordering import WHICH, Which
 from fastspec.linalg.lanczos.restart_locking import max_growth
@@ -117,6 +119,8 @@ def eigsh(
     progress: ProgressArg = False,
     store_products: bool | None = None,
     process_group: Any = None,
+    checkpoint: Any = None,
+    resume: Resume = False,
 ) -> EigshResult:
     """``k`` eigenpairs of a symmetric operator by thick-restarted block Lanczos.
 
@@ -175,6 +179,17 @@ def eigsh(
             given whole on every rank. The numbers equal one process's with the same seed up
             to rounding; ``eigenvectors`` are this rank's rows (see
             :meth:`EigshResult.gather_eigenvectors`). ``progress=True`` shows rank 0's bar.
+        checkpoint: a directory or a :class:`fastspec.checkpoint.Checkpoint`: the run's state
+            (basis, stored products, projected matrix, counters, generator) is saved there
+            atomically every ``every_seconds`` (default 300 s, and never more than 2 % of the
+            time) or ``every_products``, and the result when it is done. The dense path
+            (``P <= max_basis + B``) is not checkpointed.
+        resume: ``True`` continues from the checkpoint (it must exist), ``"if-present"``
+            continues when there is one; ``False`` (default) starts and refuses a directory
+            holding a checkpoint. A resumed run returns bitwise the result of an uninterrupted
+            one (same machine, same threads, same world size); under a process group every rank
+            writes its shard of the basis and rank 0 the manifest. A checkpoint of another
+            operator fingerprint or other settings is refused with an error naming what differs.
 
     Returns:
         An :class:`EigshResult`. Pairs that missed ``tol`` are returned with
@@ -218,6 +233,8 @@ def eigsh(
     check_bool("return_eigenvectors", return_eigenvectors)
     check_int("seed", seed, none_ok=True)
     progress = _check_progress(progress)
+    cp = as_checkpoint(checkpoint)
+    resume = check_resume(resume)
     b = block_size if block_size is not None else _default_block_size(k, A.device)
     M = max_basis if max_basis is not None else _default_max_basis(k, b)
     store = _store_products(store_products, M, P, A.dtype)
@@ -241,7 +258,7 @@ def eigsh(
         v0=None if v0_block is None else v0_block.shape[1],
         local_matmat=callable(getattr(A, "local_matmat", None)),
     )
-    seed = sh.shared_seed(seed)
+    seed_arg, seed = seed, sh.shared_seed(seed)
     report = Reporter(progress if sh.rank == 0 or callable(progress) else False, k)
     try:
         if P <= M + b:
@@ -266,6 +283,21 @@ def eigsh(
                 f"max_basis must be >= k + 2*block_size = {k + 2 * b} (got {M}): the basis holds "
                 "the k wanted vectors, the current block and the next one"
             )
+        saver = None
+        if cp is not None:
+            settings = {
+                "solver": "eigsh", "P": P, "dtype": str(A.dtype), "k": k, "which": which,
+                "tol": float(tol), "block_size": b, "max_basis": M, "growth": max_basis is None,
+                "max_restarts": int(max_restarts), "seed": seed_arg, "store_products": store,
+                "return_eigenvectors": bool(return_eigenvectors),
+                "v0": None if v0_block is None else tensor_digest(v0_block),
+                "matrix": tensor_digest(op) if isinstance(op, torch.Tensor) else None,
+            }  # fmt: skip
+            saver = LanczosCheckpoint(Store(cp, settings, resume=resume, group=sh.group))
+            done = saver.result(A.device, sh)
+            if done is not None:
+                warn_unconverged(done, stacklevel=2)
+                return done
         st = LanczosState(
             A,
             k,
@@ -280,7 +312,10 @@ def eigsh(
             max_growth=None if max_basis is not None else max_growth(M, P, A.dtype),
             sh=sh,
         )
-        result = BlockLanczos(st, v0_block).run(return_eigenvectors=return_eigenvectors)
+        with guard(None if saver is None else saver.store):
+            result = BlockLanczos(st, v0_block, saver).run(return_eigenvectors=return_eigenvectors)
+            if saver is not None:
+                saver.save_result(result)
         warn_unconverged(result, stacklevel=2)
         return result
     finally:

@@ -27,6 +27,7 @@ import torch
 
 from fastspec.linalg import _kernels
 from fastspec.linalg.lanczos import certify, convergence, restart_locking
+from fastspec.linalg.lanczos.checkpoint import LanczosCheckpoint
 from fastspec.linalg.lanczos.orthogonalize import orthonormalize
 from fastspec.linalg.lanczos.result import EigshResult
 from fastspec.linalg.lanczos.state import LanczosState
@@ -40,11 +41,20 @@ class BlockLanczos:
     Args:
         st: the run's settings and buffers.
         v0: ``[P, c]`` start vectors (``c <= B``), completed with random ones, or ``None``.
+        checkpoint: saves the run at the top of the loop and resumes a saved one.
     """
 
-    def __init__(self, st: LanczosState, v0: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        st: LanczosState,
+        v0: torch.Tensor | None,
+        checkpoint: LanczosCheckpoint | None = None,
+    ) -> None:
         self.st = st
-        self._start(v0)
+        self.checkpoint = checkpoint
+        self.resumed = None if checkpoint is None else checkpoint.restore(st)
+        if self.resumed is None:
+            self._start(v0)
 
     def _start(self, v0: torch.Tensor | None) -> None:
         st, b = self.st, self.st.b
@@ -97,7 +107,13 @@ class BlockLanczos:
         """
         st = self.st
         since, interval = 0, convergence.check_interval(st)
+        if self.resumed is not None:
+            since, interval = self.resumed.since, self.resumed.interval
+            if self.resumed.phase == "extract":
+                return self.check()  # reads only the restored state: the check it ended with
         while True:
+            if self.checkpoint is not None:
+                self.checkpoint.maybe_save(st, since, interval)
             if st.room_for_step():
                 self.step()
                 since += 1
@@ -129,4 +145,7 @@ class BlockLanczos:
 
     def run(self, *, return_eigenvectors: bool) -> EigshResult:
         """:meth:`iterate`, then :meth:`extract`."""
-        return self.extract(self.iterate(), return_eigenvectors=return_eigenvectors)
+        ck = self.iterate()
+        if self.checkpoint is not None:
+            self.checkpoint.maybe_save(self.st, 0, 0, phase="extract")
+        return self.extract(ck, return_eigenvectors=return_eigenvectors)
