@@ -26,12 +26,14 @@ factor 3 to spare on truncation. It costs two more gradients per vector.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["central_difference", "step_size"]
+__all__ = ["any_attention_kernel", "central_difference", "difference", "step_size"]
 
 Params = dict[str, torch.Tensor]
 
@@ -73,15 +75,31 @@ def central_difference(
         ``D(ε)`` as a dict like ``theta``, and the estimate of ``‖D(ε) − H v‖`` (2-norm).
     """
     eps = step_size(theta, v)
-
-    def difference(step: float) -> Params:
-        plus = gradient({k: theta[k] + step * v[k] for k in theta})
-        minus = gradient({k: theta[k] - step * v[k] for k in theta})
-        return {k: (plus[k] - minus[k]) / (2 * step) for k in theta}
-
-    d1 = difference(eps)
+    d1 = difference(gradient, theta, v, eps)
     if not estimate_error:
         return d1, None
-    d2 = difference(2 * eps)
-    error = math.sqrt(sum(float((d2[k] - d1[k]).double().square().sum()) for k in theta))
-    return d1, error
+    return d1, distance(difference(gradient, theta, v, 2 * eps), d1)
+
+
+def difference(
+    gradient: Callable[[Params], Params], theta: Params, v: Params, step: float
+) -> Params:
+    """``(g(θ + step·v) − g(θ − step·v)) / (2 step)``, a dict like ``theta``."""
+    plus = gradient({k: theta[k] + step * v[k] for k in theta})
+    minus = gradient({k: theta[k] - step * v[k] for k in theta})
+    return {k: (plus[k] - minus[k]) / (2 * step) for k in theta}
+
+
+def distance(a: Params, b: Params) -> float:
+    """``‖a − b‖`` over all entries."""
+    return math.sqrt(sum(float((a[k] - b[k]).double().square().sum()) for k in a))
+
+
+@contextlib.contextmanager
+def any_attention_kernel() -> Iterator[None]:
+    """Every SDPA kernel allowed again (flash, memory-efficient): gradients need no more."""
+    with sdpa_kernel(
+        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+         SDPBackend.MATH]
+    ):  # fmt: skip
+        yield

@@ -55,6 +55,12 @@ from fastspec.batches import (
     to_device,
     truncate,
 )
+from fastspec.curvature.finite_difference import (
+    any_attention_kernel,
+    difference,
+    distance,
+    step_size,
+)
 from fastspec.curvature.language import (
     TokenLoss,
     count_tokens,
@@ -92,6 +98,11 @@ def loss_reduction(loss_fn: Any) -> str:
 
 class _ModelOperator(LinearOperator):
     """Shared machinery: parameters, data passes, the BatchNorm/dropout policy, flattening."""
+
+    #: the scaled_dot_product_attention kernel of the products: "math" (every derivative; CPU's
+    #: default flash kernel and CUDA's fused ones have no double backward), or "default" for
+    #: finite differences, which need gradients only
+    attention_backend = "math"
 
     def __init__(
         self,
@@ -476,13 +487,22 @@ class HessianOperator(_TwoMethods):
             from its ``reduction`` attribute; plain callables are taken as means) or 'sum'.
         data: a ``DataLoader``, any re-iterable of ``(inputs, targets)`` batches, or one
             ``(inputs, targets)`` pair. ``inputs`` may be a tuple of model arguments.
+            Or dict batches of a language model (``input_ids``, ``attention_mask``, ...,
+            ``labels`` with -100 where not scored; a ``BatchEncoding`` too): the samples are
+            then the target tokens, and ``loss_fn`` is ``None`` (token cross-entropy of the
+            logits, or the output's ``.loss``), :func:`~fastspec.curvature.lm_loss` or any
+            per-token loss of ``(logits [n, V], targets [n])``; see
+            :mod:`fastspec.curvature.language`.
         params: all parameters (default), a list of names or tensors, a regex, or a predicate
             ``(name, parameter) -> bool``: the Hessian block of those parameters.
         mode: ``"eval"`` (default: running BatchNorm statistics, dropout off) or ``"train"``
             (batch statistics; stochastic layers refused unless ``allow_stochastic``).
         dtype: compute dtype (default: the parameters'); float64 for exact spectra.
-        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (the choice is
-            in ``method``).
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (exact; the choice
+            is in ``method``), or ``"finite_difference"``: central differences of two gradients
+            with the memory of one training step (:mod:`fastspec.curvature.finite_difference`;
+            ``error_estimates`` holds the relative error estimate of each vector of the first
+            block).
         batch_loss: hook ``batch_loss(model, batch) -> scalar mean loss of the batch`` for
             models that take dicts (language models); ``model`` runs the operator's parameters.
         max_samples: use only the first ``max_samples`` samples of ``data`` (``num_samples``
@@ -515,11 +535,59 @@ class HessianOperator(_TwoMethods):
         allow_stochastic: bool = False,
         cache_graph: bool | None = None,
     ) -> None:
+        check_choice("hvp", hvp, ("auto", "double_backward", self.FORWARD, FINITE))
+        finite = hvp == FINITE
+        if finite and cache_graph:
+            raise ValueError(
+                "cache_graph=True keeps reverse-mode graphs; hvp='finite_difference' keeps none"
+            )
         super().__init__(
-            model, loss_fn, data, method=hvp, cache_graph=cache_graph, params=params, mode=mode,
-            dtype=dtype, batch_loss=batch_loss, max_samples=max_samples,
-            allow_stochastic=allow_stochastic,
+            model, loss_fn, data, method=self.FORWARD if finite else hvp,
+            cache_graph=None if finite else cache_graph, params=params, mode=mode, dtype=dtype,
+            batch_loss=batch_loss, max_samples=max_samples, allow_stochastic=allow_stochastic,
         )  # fmt: skip
+        self.error_estimates: list[float] = []
+        if finite:
+            self.method, self.graph_cached, self.attention_backend = FINITE, False, "default"
+
+    def _accumulate(self, V: Params, out: Params) -> None:
+        if self.method != FINITE:
+            super()._accumulate(V, out)
+            return
+        # the first block also takes D(2ε): its vectors' relative error estimates
+        B = next(iter(V.values())).shape[0]
+        vs = [{k: t[b] for k, t in V.items()} for b in range(B)]
+        steps = [step_size(self._theta, v) for v in vs]
+        wide = (
+            [{k: torch.zeros_like(t) for k, t in v.items()} for v in vs]
+            if not self.error_estimates
+            else None
+        )
+        with any_attention_kernel():
+            for batch, n in self.batches():
+                gradient = functools.partial(self._gradient, batch=batch, n=n)
+                for b, v in enumerate(vs):
+                    _add_grads(
+                        out, b, self._theta, difference(gradient, self._theta, v, steps[b]).values()
+                    )
+                    if wide is not None:
+                        _add(wide[b], difference(gradient, self._theta, v, 2 * steps[b]))
+        if wide is not None:
+            for b in range(B):
+                d1 = {k: t[b] for k, t in out.items()}
+                self.error_estimates.append(
+                    distance(wide[b], d1)
+                    / max(distance(d1, {k: 0 * t for k, t in d1.items()}), 1e-300)
+                )
+
+    def _gradient(self, theta: Params, *, batch: Any, n: int) -> Params:
+        leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+        with torch.enable_grad():
+            loss = self._batch_loss(leaves, batch, n)
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return {
+            k: torch.zeros_like(t) if g is None else g for (k, t), g in zip(leaves.items(), grads)
+        }
 
     def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
         def one(v: Params) -> Params:
@@ -531,6 +599,9 @@ class HessianOperator(_TwoMethods):
 
     def _new_graph(self, batch: Any, n: int) -> GradientGraph:
         return GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
+
+
+FINITE = "finite_difference"
 
 
 class GradientGraph:

@@ -10,6 +10,8 @@ empirical Fisher use torch.func Jacobians (first derivatives only).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -23,6 +25,8 @@ from fastspec.curvature import (
     GGNOperator,
     HessianOperator,
     hessian_eigs,
+    lm_loss,
+    token_cross_entropy,
 )
 from fastspec.linalg import trace
 
@@ -201,3 +205,77 @@ def test_ggn_and_fisher_over_tokens_match_dense(problem, kind) -> None:
     V_ = torch.randn(M.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for jvp in ("double_backward", "forward"):
         assert rel(cls(model, None, data, jvp=jvp).matmat(V_), M @ V_) <= 1e-9
+
+
+def _tokens(data, shift):
+    return sum(int((_targets(b, shift) != -100).sum()) for b in data)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["gpt2", "bert"])
+def test_finite_difference_stays_within_its_error_estimate(name, dtype) -> None:
+    model, data, shift = (gpt2(), causal_data(), True) if name == "gpt2" else (bert(), masked_data(), False)
+    exact = HessianOperator(model, None, data, hvp="double_backward")
+    fd = HessianOperator(model.to(dtype), None, data, hvp="finite_difference")
+    assert fd.method == "finite_difference" and fd.attention_backend == "default"
+    assert exact.attention_backend == "math"
+    P = exact.shape[0]
+    V_ = torch.randn(P, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    truth = exact.matmat(V_)
+    got = fd.matmat(V_.to(dtype)).double()
+    assert len(fd.error_estimates) == 3
+    for b in range(3):
+        err = float((got[:, b] - truth[:, b]).norm() / truth[:, b].norm())
+        assert err <= fd.error_estimates[b]
+        assert fd.error_estimates[b] < (1e-6 if dtype == torch.float64 else 1.0)  # informative
+    model.double()
+
+
+def test_model_loss_and_helpers_agree_with_transformers() -> None:
+    model, data = gpt2(), causal_data()
+    op = HessianOperator(model, None, data)
+    for batch, n in op.batches():
+        mine = op._batch_loss(op._theta, batch, n) / op._scale(n)
+        theirs = model(**batch).loss  # transformers' .loss: from logits.float()
+        helper = token_cross_entropy(model(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"], shift=True)
+        assert abs(float(mine) - float(theirs)) <= 1e-6 * abs(float(theirs))
+        assert abs(float(mine) - float(helper)) <= 1e-14 * abs(float(helper))
+
+
+def test_an_output_with_only_a_loss_is_weighted_by_tokens() -> None:
+    class LossOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = gpt2()
+
+        def forward(self, labels=None, **kw):
+            out = self.lm(**kw)
+            return {"loss": token_cross_entropy(out.logits, labels, shift=True)} if labels is not None else {}
+
+    wrapped, data = LossOnly(), causal_data()
+    a = HessianOperator(wrapped, lm_loss(shift=True), data)
+    with pytest.raises(TypeError, match="neither .loss nor logits"):
+        a.matmat(torch.zeros(a.shape[0], 1, dtype=torch.float64))
+    op = HessianOperator(wrapped, lm_loss(shift=True), data)
+    assert op.num_samples == _tokens(data, True)
+
+
+def test_bad_dict_batches_get_clear_errors() -> None:
+    model, data = gpt2(), causal_data()
+    no_labels = [{k: v for k, v in b.items() if k != "labels"} for b in data]
+    with pytest.raises(ValueError, match="needs 'labels'"):
+        HessianOperator(model, None, no_labels)
+    big = [{**data[0], "labels": data[0]["labels"].masked_fill(data[0]["labels"] == 3, V + 4)}]
+    op = HessianOperator(model, None, big)
+    with pytest.raises(ValueError, match="vocabulary size V = 7"):
+        op.matmat(torch.zeros(op.shape[0], 1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="loss_fn must be a callable"):
+        HessianOperator(model, None, [(torch.zeros(2, 3), torch.zeros(2))])
+    with pytest.raises(ValueError, match="causal LM"):
+        HessianOperator(torch.nn.Linear(2, 2), None, data)
+
+
+def test_transformers_is_not_imported_with_fastspec() -> None:
+    code = "import sys, fastspec, fastspec.curvature, fastspec.analysis.loading; print([m for m in ('transformers', 'safetensors') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
