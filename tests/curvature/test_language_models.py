@@ -214,7 +214,9 @@ def _tokens(data, shift):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", ["gpt2", "bert"])
 def test_finite_difference_stays_within_its_error_estimate(name, dtype) -> None:
-    model, data, shift = (gpt2(), causal_data(), True) if name == "gpt2" else (bert(), masked_data(), False)
+    model, data, _ = (
+        (gpt2(), causal_data(), True) if name == "gpt2" else (bert(), masked_data(), False)
+    )
     exact = HessianOperator(model, None, data, hvp="double_backward")
     fd = HessianOperator(model.to(dtype), None, data, hvp="finite_difference")
     assert fd.method == "finite_difference" and fd.attention_backend == "default"
@@ -237,7 +239,11 @@ def test_model_loss_and_helpers_agree_with_transformers() -> None:
     for batch, n in op.batches():
         mine = op._batch_loss(op._theta, batch, n) / op._scale(n)
         theirs = model(**batch).loss  # transformers' .loss: from logits.float()
-        helper = token_cross_entropy(model(**{k: v for k, v in batch.items() if k != "labels"}).logits, batch["labels"], shift=True)
+        helper = token_cross_entropy(
+            model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+            batch["labels"],
+            shift=True,
+        )
         assert abs(float(mine) - float(theirs)) <= 1e-6 * abs(float(theirs))
         assert abs(float(mine) - float(helper)) <= 1e-14 * abs(float(helper))
 
@@ -250,11 +256,15 @@ def test_an_output_with_only_a_loss_is_weighted_by_tokens() -> None:
 
         def forward(self, labels=None, **kw):
             out = self.lm(**kw)
-            return {"loss": token_cross_entropy(out.logits, labels, shift=True)} if labels is not None else {}
+            return (
+                {"loss": token_cross_entropy(out.logits, labels, shift=True)}
+                if labels is not None
+                else {}
+            )
 
     wrapped, data = LossOnly(), causal_data()
     a = HessianOperator(wrapped, lm_loss(shift=True), data)
-    with pytest.raises(TypeError, match="neither .loss nor logits"):
+    with pytest.raises(TypeError, match=r"neither \.loss nor logits"):
         a.matmat(torch.zeros(a.shape[0], 1, dtype=torch.float64))
     op = HessianOperator(wrapped, lm_loss(shift=True), data)
     assert op.num_samples == _tokens(data, True)
