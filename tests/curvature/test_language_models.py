@@ -2,9 +2,10 @@
 
 The oracles are built independently of fastspec's token code: the token-mean cross-entropy over
 all batches written by hand (per-position losses times a mask of scored targets, summed, over the
-total count). The Hessian is differentiated twice by plain autograd, row by row: torch.func's
-jacrev(jacrev) and jacfwd(jacrev) of this GPT-2 loss return a matrix that is not symmetric (0.86
-relative asymmetry, torch 2.13, transformers 5.24), so they are no oracle here. The GGN and
+total count). The Hessian is autograd's: a gradient with ``create_graph`` and a batched backward
+of all unit vectors through it. torch.func's jacrev(jacrev) and jacfwd(jacrev) of this GPT-2 loss
+return a matrix that is not symmetric (0.86 relative asymmetry, torch 2.13, transformers 5.24),
+so they are no oracle here. The GGN and
 empirical Fisher use torch.func Jacobians (first derivatives only).
 """
 
@@ -133,18 +134,9 @@ def dense(model, data, shift, kind="hessian"):
                         for t in torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
                     ]
                 )
-                rows = [
-                    torch.cat(
-                        [
-                            t.reshape(-1)
-                            for t in torch.autograd.grad(
-                                g[i], list(leaves.values()), retain_graph=True
-                            )
-                        ]
-                    )
-                    for i in range(len(g))
-                ]
-                out += torch.stack(rows)
+                eye = torch.eye(len(g), dtype=g.dtype)
+                rows = torch.autograd.grad(g, list(leaves.values()), eye, is_grads_batched=True)
+                out += torch.cat([r.reshape(len(g), -1) for r in rows], 1)
             elif kind == "fisher":
                 J = flat(jacrev(lambda s, b=batch: per_position(s, b))(params))  # [tokens, P]
                 out += J.T @ J / total
@@ -192,9 +184,8 @@ def test_eigenvalues_and_trace_match_the_dense_hessian(problem) -> None:
         exact.abs().max()
     )
     op = HessianOperator(model, None, data)
-    P = H.shape[0]
-    est = trace(op, method="hutchinson", num_matvecs=P, seed=0)  # all products: an exact sum
-    assert abs(est.estimate - float(H.trace())) < 6 * est.std_error + 1e-9 * float(H.abs().sum())
+    est = trace(op, method="hutch++", num_matvecs=24, seed=0)  # seeded; band from its std error
+    assert abs(est.estimate - float(H.trace())) <= 6 * est.std_error + 1e-9 * float(H.abs().sum())
 
 
 @pytest.mark.parametrize("kind", ["ggn", "fisher"])
