@@ -1,10 +1,14 @@
 """A user's model, data and loss from command-line specs, with clear errors.
 
 - model: ``module:factory`` (an importable module or a ``path/to/file.py``, and a callable in it
-  returning an ``nn.Module``), optionally with a checkpoint (a state dict) loaded into it; or a
-  file saved with ``torch.save(model)``.
+  returning an ``nn.Module``), optionally with a checkpoint (a state dict) loaded into it; a
+  file saved with ``torch.save(model)``; or a local transformers model directory (``config.json``
+  and ``*.safetensors``, as ``save_pretrained`` writes them), loaded with
+  ``from_pretrained(DIR, local_files_only=True, use_safetensors=True)``: nothing is downloaded
+  and nothing is unpickled.
 - data: ``module:loader`` — a callable returning a DataLoader, an iterable of ``(inputs,
-  targets)`` batches or one such pair (or such an object itself).
+  targets)`` batches or one such pair (or such an object itself); for a language model, dict
+  batches (``input_ids``, ``attention_mask``, ``labels`` with -100 where not scored).
 - loss: ``cross_entropy``, ``mse``, ``nll``, or ``module:function``.
 """
 
@@ -16,7 +20,7 @@ import os
 import pickle  # its exception type only: files are read with torch.load(weights_only=True)
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +102,16 @@ def load_model(
             checkpoint holding more than tensors. Unpickling runs whatever code the file names,
             so this is for files the user trusts as much as code.
     """
-    if ":" in spec and not Path(spec).is_file():
+    if Path(spec).is_dir():
+        model = _load_pretrained(spec)
+    elif ":" in spec and not Path(spec).is_file():
         model = _call(load_object(spec, option="--model"), option="--model", spec=spec)
+    elif not Path(spec).exists() and not spec.endswith((".pt", ".pth", ".safetensors", ".bin")):
+        raise SpecError(
+            f"--model: no such file {spec!r}, nor a local model directory or module:factory; "
+            "fastspec never downloads: save the model with save_pretrained(DIR) (or download "
+            "it yourself) and pass --model DIR"
+        )
     else:
         model = _load_model_file(spec, trust_pickle=trust_pickle)
     if not isinstance(model, nn.Module):
@@ -113,6 +125,41 @@ def load_model(
                 f"--checkpoint: {checkpoint} does not fit the model: {_first_line(exc)}"
             ) from None
     return model
+
+
+def _load_pretrained(path: str) -> nn.Module:
+    """A transformers model from a local directory: its config and safetensors weights."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise SpecError(f"--model: {path} has no config.json (save the model with save_pretrained)")
+    if not any(Path(path).glob("*.safetensors")):
+        raise SpecError(
+            f"--model: {path} has no *.safetensors weights; fastspec reads only safetensors "
+            "(save_pretrained(DIR, safe_serialization=True))"
+        )
+    try:
+        import transformers
+    except ImportError:
+        raise SpecError(
+            f"--model: loading {path} needs transformers and safetensors "
+            "(pip install 'fastspec[lm]')"
+        ) from None
+    try:
+        names = json.loads(config.read_text()).get("architectures") or []
+        cls = getattr(transformers, names[0], None) if names else None
+        if cls is None:
+            raise SpecError(
+                f"--model: {path}/config.json names no transformers model class "
+                f"(architectures: {names})"
+            )
+        model = cls.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(f"--model: cannot load {path}: {_first_line(exc)}") from None
+    return model.eval()
 
 
 def _load_model_file(path: str, *, trust_pickle: bool) -> Any:
@@ -228,11 +275,23 @@ def check_compatible(model: nn.Module, loss_fn: Any, data: Any, *, dtype: torch.
     first = next(iter(batches), None)
     if first is None:
         raise SpecError("--data: the data yielded no batch")
+    device = next(model.parameters()).device
+    if isinstance(first, Mapping):  # a language model's batch: the operators check it in full
+        if "labels" not in first:
+            raise SpecError(
+                f"--data: a dict batch needs 'labels' (token ids, -100 where not scored), got "
+                f"keys {sorted(first)}"
+            )
+        try:
+            with torch.no_grad():
+                model(**{k: v for k, v in to_device(first, device, dtype).items() if k != "labels"})
+        except Exception as exc:
+            raise SpecError(f"model and data do not fit together: {_first_line(exc)}") from None
+        return
     if not (isinstance(first, (tuple, list)) and len(first) == 2):
         raise SpecError(
-            f"--data: batches must be (inputs, targets) pairs, got {type(first).__name__}"
+            f"--data: batches must be (inputs, targets) pairs or dicts, got {type(first).__name__}"
         )
-    device = next(model.parameters()).device
     inputs, targets = to_device(first, device, dtype)
     try:
         with torch.no_grad():

@@ -5,6 +5,7 @@ solvers in :mod:`fastspec.linalg` know nothing of models.
 """
 
 from fastspec.curvature.api import hessian_density, hessian_eigs, hessian_trace
+from fastspec.curvature.language import lm_loss, token_cross_entropy
 from fastspec.curvature.operators import EmpiricalFisherOperator, GGNOperator, HessianOperator
 
 __all__ = [
@@ -14,4 +15,6 @@ __all__ = [
     "hessian_density",
     "hessian_eigs",
     "hessian_trace",
+    "lm_loss",
+    "token_cross_entropy",
 ]

@@ -55,6 +55,24 @@ from fastspec.batches import (
     to_device,
     truncate,
 )
+from fastspec.curvature.finite_difference import (
+    any_attention_kernel,
+    difference,
+    distance,
+    step_size,
+)
+from fastspec.curvature.language import (
+    TokenLoss,
+    count_tokens,
+    is_dict_batch,
+    keep_tokens,
+    model_shift,
+    output_logits,
+    output_loss,
+    split_labels,
+    token_logits,
+    token_rows,
+)
 from fastspec.linalg import LinearOperator
 from fastspec.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.params import ParamSpec, select_parameters
@@ -81,6 +99,11 @@ def loss_reduction(loss_fn: Any) -> str:
 class _ModelOperator(LinearOperator):
     """Shared machinery: parameters, data passes, the BatchNorm/dropout policy, flattening."""
 
+    #: the scaled_dot_product_attention kernel of the products: "math" (every derivative; CPU's
+    #: default flash kernel and CUDA's fused ones have no double backward), or "default" for
+    #: finite differences, which need gradients only
+    attention_backend = "math"
+
     def __init__(
         self,
         model: nn.Module,
@@ -96,7 +119,7 @@ class _ModelOperator(LinearOperator):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if batch_loss is None and not callable(loss_fn):
+        if batch_loss is None and loss_fn is not None and not callable(loss_fn):
             raise TypeError("loss_fn must be a callable loss(outputs, targets) -> scalar")
         if batch_loss is not None and not callable(batch_loss):
             raise TypeError("batch_loss must be a callable batch_loss(model, batch) -> scalar")
@@ -139,10 +162,10 @@ class _ModelOperator(LinearOperator):
     def _raw_batches(self) -> Iterator[tuple[Any, int]]:
         seen = 0
         for batch in self._batches:
-            n = batch_size(batch)
+            n = self._count(batch)
             if self.max_samples is not None and seen + n > self.max_samples:
                 n = self.max_samples - seen
-                batch = truncate(batch, n)
+                batch = self._truncate(batch, n)
             if n > 0:
                 yield batch, n
             seen += n
@@ -161,8 +184,68 @@ class _ModelOperator(LinearOperator):
         return {**self._frozen, **buffers, **theta}
 
     def _forward(self, theta: Params, inputs: Any) -> Any:
+        if is_dict_batch(inputs):  # a language model's keyword arguments
+            return functional_call(self.model, self._state(theta), (), dict(inputs))
         args = inputs if isinstance(inputs, tuple) else (inputs,)
         return functional_call(self.model, self._state(theta), args)
+
+    # ------------------------------------------------------------------ samples: rows or tokens
+
+    @functools.cached_property
+    def token_shift(self) -> bool:
+        """Dict batches: whether target tokens are shifted (causal LM) or not (masked LM)."""
+        return model_shift(self.model, self.loss_fn)
+
+    def _count(self, batch: Any) -> int:
+        """A batch's samples: its target tokens if it is a dict (see ``language``), else rows."""
+        if self.batch_loss is None and is_dict_batch(batch):
+            return count_tokens(split_labels(batch)[1], shift=self.token_shift)
+        if self.batch_loss is None and self.loss_fn is None:
+            raise TypeError(
+                "loss_fn must be a callable loss(outputs, targets) -> scalar; it may be None "
+                "only for dict batches of a language model (input_ids, ..., labels)"
+            )
+        return batch_size(batch)
+
+    def _truncate(self, batch: Any, n: int) -> Any:
+        """The batch's first ``n`` samples (a dict batch: later target tokens set to -100)."""
+        if self.batch_loss is None and is_dict_batch(batch):
+            labels = keep_tokens(split_labels(batch)[1], n, shift=self.token_shift)
+            return type(batch)({**batch, "labels": labels})
+        return truncate(batch, n)
+
+    def _token_loss_fn(self) -> Callable[..., torch.Tensor]:
+        """The loss of target tokens' logits [n, V] and ids [n] (default: cross-entropy)."""
+        return self.loss_fn if self.loss_fn is not None else TokenLoss()
+
+    def _token_output(self, batch: Any) -> tuple[Callable[[Params], torch.Tensor], torch.Tensor]:
+        """``(θ → logits [n, V] of the target tokens, their ids [n])`` of a dict batch."""
+        inputs, labels = split_labels(batch)
+        shift = self.token_shift
+        rows, targets = token_rows(labels, shift=shift)
+
+        def output(theta: Params) -> torch.Tensor:
+            out = self._forward(theta, inputs)
+            logits = output_logits(out)
+            if logits is None:
+                raise _no_logits(out, "logits [N, T, V] (or an output with .logits)")
+            return token_logits(logits, rows, labels, shift=shift)
+
+        return output, targets
+
+    def _dict_loss(self, theta: Params, batch: Any) -> torch.Tensor:
+        """A dict batch's mean token loss: from the logits, else the model's own ``.loss``."""
+        inputs, labels = split_labels(batch)
+        out = self._forward(theta, inputs)
+        logits = output_logits(out)
+        if logits is None:  # e.g. a wrapper that returns only its loss: give it the labels
+            loss = output_loss(self._forward(theta, batch)) if self.loss_fn is None else None
+            if loss is None:
+                raise _no_logits(out, "logits [N, T, V] or an output with .loss")
+            return loss
+        shift = self.token_shift
+        rows, targets = token_rows(labels, shift=shift)
+        return self._token_loss_fn()(token_logits(logits, rows, labels, shift=shift), targets)
 
     def _scale(self, n: int) -> float:
         """Weight of a batch's loss in L = (1/N) Σ ℓ."""
@@ -172,6 +255,8 @@ class _ModelOperator(LinearOperator):
         if self.batch_loss is not None:
             fmodel = functools.partial(functional_call, self.model, self._state(theta))
             loss = self.batch_loss(lambda *a, **k: fmodel(a, k), batch)
+        elif is_dict_batch(batch):
+            loss = self._dict_loss(theta, batch)
         else:
             inputs, targets = pair(batch)
             assert self.loss_fn is not None
@@ -218,6 +303,13 @@ class _ModelOperator(LinearOperator):
     def _accumulate(self, V: Params, out: Params) -> None:
         """``out += (operator) V``."""
         raise NotImplementedError
+
+
+def _no_logits(out: Any, expected: str) -> TypeError:
+    return TypeError(
+        f"the model's output ({type(out).__name__}) has neither .loss nor logits: dict batches "
+        f"need a model that returns {expected}"
+    )
 
 
 @contextlib.contextmanager
@@ -395,13 +487,22 @@ class HessianOperator(_TwoMethods):
             from its ``reduction`` attribute; plain callables are taken as means) or 'sum'.
         data: a ``DataLoader``, any re-iterable of ``(inputs, targets)`` batches, or one
             ``(inputs, targets)`` pair. ``inputs`` may be a tuple of model arguments.
+            Or dict batches of a language model (``input_ids``, ``attention_mask``, ...,
+            ``labels`` with -100 where not scored; a ``BatchEncoding`` too): the samples are
+            then the target tokens, and ``loss_fn`` is ``None`` (token cross-entropy of the
+            logits, or the output's ``.loss``), :func:`~fastspec.curvature.lm_loss` or any
+            per-token loss of ``(logits [n, V], targets [n])``; see
+            :mod:`fastspec.curvature.language`.
         params: all parameters (default), a list of names or tensors, a regex, or a predicate
             ``(name, parameter) -> bool``: the Hessian block of those parameters.
         mode: ``"eval"`` (default: running BatchNorm statistics, dropout off) or ``"train"``
             (batch statistics; stochastic layers refused unless ``allow_stochastic``).
         dtype: compute dtype (default: the parameters'); float64 for exact spectra.
-        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (the choice is
-            in ``method``).
+        hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (exact; the choice
+            is in ``method``), or ``"finite_difference"``: central differences of two gradients
+            with the memory of one training step (:mod:`fastspec.curvature.finite_difference`;
+            ``error_estimates`` holds the relative error estimate of each vector of the first
+            block).
         batch_loss: hook ``batch_loss(model, batch) -> scalar mean loss of the batch`` for
             models that take dicts (language models); ``model`` runs the operator's parameters.
         max_samples: use only the first ``max_samples`` samples of ``data`` (``num_samples``
@@ -434,11 +535,59 @@ class HessianOperator(_TwoMethods):
         allow_stochastic: bool = False,
         cache_graph: bool | None = None,
     ) -> None:
+        check_choice("hvp", hvp, ("auto", "double_backward", self.FORWARD, FINITE))
+        finite = hvp == FINITE
+        if finite and cache_graph:
+            raise ValueError(
+                "cache_graph=True keeps reverse-mode graphs; hvp='finite_difference' keeps none"
+            )
         super().__init__(
-            model, loss_fn, data, method=hvp, cache_graph=cache_graph, params=params, mode=mode,
-            dtype=dtype, batch_loss=batch_loss, max_samples=max_samples,
-            allow_stochastic=allow_stochastic,
+            model, loss_fn, data, method=self.FORWARD if finite else hvp,
+            cache_graph=None if finite else cache_graph, params=params, mode=mode, dtype=dtype,
+            batch_loss=batch_loss, max_samples=max_samples, allow_stochastic=allow_stochastic,
         )  # fmt: skip
+        self.error_estimates: list[float] = []
+        if finite:
+            self.method, self.graph_cached, self.attention_backend = FINITE, False, "default"
+
+    def _accumulate(self, V: Params, out: Params) -> None:
+        if self.method != FINITE:
+            super()._accumulate(V, out)
+            return
+        # the first block also takes D(2ε): its vectors' relative error estimates
+        B = next(iter(V.values())).shape[0]
+        vs = [{k: t[b] for k, t in V.items()} for b in range(B)]
+        steps = [step_size(self._theta, v) for v in vs]
+        wide = (
+            [{k: torch.zeros_like(t) for k, t in v.items()} for v in vs]
+            if not self.error_estimates
+            else None
+        )
+        with any_attention_kernel():
+            for batch, n in self.batches():
+                gradient = functools.partial(self._gradient, batch=batch, n=n)
+                for b, v in enumerate(vs):
+                    _add_grads(
+                        out, b, self._theta, difference(gradient, self._theta, v, steps[b]).values()
+                    )
+                    if wide is not None:
+                        _add(wide[b], difference(gradient, self._theta, v, 2 * steps[b]))
+        if wide is not None:
+            for b in range(B):
+                d1 = {k: t[b] for k, t in out.items()}
+                self.error_estimates.append(
+                    distance(wide[b], d1)
+                    / max(distance(d1, {k: 0 * t for k, t in d1.items()}), 1e-300)
+                )
+
+    def _gradient(self, theta: Params, *, batch: Any, n: int) -> Params:
+        leaves = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
+        with torch.enable_grad():
+            loss = self._batch_loss(leaves, batch, n)
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return {
+            k: torch.zeros_like(t) if g is None else g for (k, t), g in zip(leaves.items(), grads)
+        }
 
     def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
         def one(v: Params) -> Params:
@@ -450,6 +599,9 @@ class HessianOperator(_TwoMethods):
 
     def _new_graph(self, batch: Any, n: int) -> GradientGraph:
         return GradientGraph(lambda theta: self._batch_loss(theta, batch, n), self._theta)
+
+
+FINITE = "finite_difference"
 
 
 class GradientGraph:
@@ -516,7 +668,7 @@ class _OutputCurvature(_TwoMethods):
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: Callable[..., torch.Tensor],
+        loss_fn: Callable[..., torch.Tensor] | None,
         data: Any,
         *,
         jvp: str = "auto",
@@ -538,9 +690,15 @@ class _OutputCurvature(_TwoMethods):
 
         return output
 
-    def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
+    def _output_and_targets(self, batch: Any) -> tuple[Callable[[Params], torch.Tensor], Any]:
+        """``(θ → output z, targets)``: a dict batch's are its target tokens' logits and ids."""
+        if self.batch_loss is None and is_dict_batch(batch):
+            return self._token_output(batch)
         inputs, targets = pair(batch)
-        output = self._output_fn(inputs)
+        return self._output_fn(inputs), targets
+
+    def _forward_product(self, batch: Any, n: int, V: Params) -> Params:
+        output, targets = self._output_and_targets(batch)
         primal = vjp(output, self._theta)
         z, pullback = primal[0].detach(), primal[1]
         V = {k: v.contiguous() for k, v in V.items()}  # vmap copies strided tangents in every op
@@ -548,10 +706,8 @@ class _OutputCurvature(_TwoMethods):
         return vmap(pullback)(self._output_curvature(z, targets, n)(Jv))[0]
 
     def _new_graph(self, batch: Any, n: int) -> _OutputGraph:
-        inputs, targets = pair(batch)
-        return _OutputGraph(
-            self._output_fn(inputs), self._theta, lambda z: self._output_curvature(z, targets, n)
-        )
+        output, targets = self._output_and_targets(batch)
+        return _OutputGraph(output, self._theta, lambda z: self._output_curvature(z, targets, n))
 
     def _output_curvature(
         self, z: torch.Tensor, targets: Any, n: int
@@ -633,8 +789,7 @@ class GGNOperator(_OutputCurvature):
     def _output_curvature(
         self, z: torch.Tensor, targets: Any, n: int
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        assert self.loss_fn is not None
-        loss_fn, scale = self.loss_fn, self._scale(n)
+        loss_fn, scale = self._token_loss_fn(), self._scale(n)
 
         # the loss Hessian in output space is symmetric: apply it reverse-over-reverse
         def loss_of_output(out: torch.Tensor) -> torch.Tensor:
@@ -658,7 +813,11 @@ class EmpiricalFisherOperator(_OutputCurvature):
     """
 
     def __init__(
-        self, model: nn.Module, loss_fn: Callable[..., torch.Tensor], data: Any, **kwargs: Any
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        data: Any,
+        **kwargs: Any,
     ) -> None:
         if kwargs.get("mode", "eval") == "train" and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
@@ -671,8 +830,7 @@ class EmpiricalFisherOperator(_OutputCurvature):
     def _output_curvature(
         self, z: torch.Tensor, targets: Any, n: int
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        assert self.loss_fn is not None
-        loss_fn = self.loss_fn
+        loss_fn = self._token_loss_fn()
 
         def sample_loss(zj: torch.Tensor, yj: Any) -> torch.Tensor:
             return loss_fn(zj[None], yj[None])
