@@ -23,6 +23,7 @@ from fastspec._checks import check_choice, check_float, check_int
 
 __all__ = [
     "MODELS",
+    "REPRODUCIBLE_HVP",
     "TrainResult",
     "digits_split",
     "evaluate",
@@ -133,6 +134,11 @@ def lenet() -> nn.Module:
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"fcn": fcn, "lenet": lenet}
+
+#: the Hessian-product method of the jobs on these models: ``"auto"`` picks the faster method by
+#: timing, which machine load can flip, and the two methods round differently, so a seed alone
+#: would not fix a run's numbers
+REPRODUCIBLE_HVP = "double_backward"
 
 
 @dataclass(frozen=True)

@@ -552,7 +552,16 @@ def measure(setting: Setting, s: FindingsSettings, seed: int, device: torch.devi
         test_error = result.test_error
     else:
         test_error = digits.evaluate(model, *test_set)[1]
-    eig = hessian_eigs(model, loss_fn, [train_set], s.k, tol=s.tol, dtype=dtype, seed=seed)
+    eig = hessian_eigs(
+        model,
+        loss_fn,
+        [train_set],
+        s.k,
+        tol=s.tol,
+        dtype=dtype,
+        seed=seed,
+        hvp=digits.REPRODUCIBLE_HVP,
+    )
     eigenvalues = eig.eigenvalues.double().cpu().numpy()
     fit = _fit(eigenvalues, s.k, s.alpha)
     covariance = covariance_fit = None

@@ -539,7 +539,7 @@ def _run_model(
     loss_fn = nn.CrossEntropyLoss()
     common = {
         "tol": s.tol, "dtype": dtype, "trace_matvecs": s.trace_matvecs, "seed": seed,
-        "max_samples": s.max_samples, "block_size": s.block_size,
+        "max_samples": s.max_samples, "block_size": s.block_size, "hvp": digits.REPRODUCIBLE_HVP,
     }  # fmt: skip
     tag = f"{name}, seed {seed}"
 

@@ -58,6 +58,7 @@ def test_spreads_are_those_of_direct_calls(report: RunReport) -> None:
             "k": s.k, "tol": s.tol, "dtype": torch.float32, "trace_matvecs": s.trace_matvecs,
             "seed": seed, "max_samples": s.max_samples, "block_size": s.block_size,
             "density_probes": s.density_probes, "density_steps": s.density_steps,
+            "hvp": "double_backward",
         }  # fmt: skip
         loss = nn.CrossEntropyLoss()
         direct["init"].append(analyze_hessian(model, loss, [train_set], **opts))
