@@ -61,6 +61,8 @@ class Setting:
         covariance: also compute the covariance spectrum of per-sample gradients (P2), as the
             minibatch-noise covariance C/B at B = ``batch_size``.
         tails: also record minibatch gradients during training for P2's tail tests.
+        hessian: compute the top-K Hessian spectrum (False for settings only P2's rows read:
+            their rows never look at it, and it is the costliest step of a setting).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Setting:
     trained: bool = True
     covariance: bool = False
     tails: bool = False
+    hessian: bool = True
 
 
 #: every setting a finding uses, by name
@@ -96,9 +99,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("noise80", label_noise=0.8),
         Setting("linear", activation="linear"),
         Setting("batchnorm", activation="batchnorm"),
-        Setting("grad_b100", batch_size=100, covariance=True, tails=True),
-        Setting("grad_b200", batch_size=200, covariance=True),
-        Setting("grad_b300", batch_size=300, covariance=True),
+        Setting("grad_b100", batch_size=100, covariance=True, tails=True, hessian=False),
+        Setting("grad_b200", batch_size=200, covariance=True, hessian=False),
+        Setting("grad_b300", batch_size=300, covariance=True, hessian=False),
     )
 }
 
@@ -109,8 +112,9 @@ class Measurement(AsDict):
 
     Attributes:
         setting: its name; seed: the seed.
-        eigenvalues: the top-K Hessian eigenvalues, descending.
-        fit: P1's fit and KS decision on them (None when impossible).
+        eigenvalues: the top-K Hessian eigenvalues, descending (None when the setting
+            computes none).
+        fit: P1's fit and KS decision on them (None when impossible or not computed).
         test_error: the test error after training (or at init).
         covariance: top covariance eigenvalues of the minibatch noise (P2 settings), or None.
         covariance_fit: their fit.
@@ -120,7 +124,7 @@ class Measurement(AsDict):
 
     setting: str
     seed: int
-    eigenvalues: np.ndarray
+    eigenvalues: np.ndarray | None
     fit: SpectrumFit | None
     test_error: float
     covariance: np.ndarray | None = None
@@ -552,18 +556,14 @@ def measure(setting: Setting, s: FindingsSettings, seed: int, device: torch.devi
         test_error = result.test_error
     else:
         test_error = digits.evaluate(model, *test_set)[1]
-    eig = hessian_eigs(
-        model,
-        loss_fn,
-        [train_set],
-        s.k,
-        tol=s.tol,
-        dtype=dtype,
-        seed=seed,
-        hvp=digits.REPRODUCIBLE_HVP,
-    )
-    eigenvalues = eig.eigenvalues.double().cpu().numpy()
-    fit = _fit(eigenvalues, s.k, s.alpha)
+    eigenvalues = fit = None
+    if setting.hessian:
+        eig = hessian_eigs(
+            model, loss_fn, [train_set], s.k, tol=s.tol, dtype=dtype, seed=seed,
+            hvp=digits.REPRODUCIBLE_HVP,
+        )  # fmt: skip
+        eigenvalues = eig.eigenvalues.double().cpu().numpy()
+        fit = _fit(eigenvalues, s.k, s.alpha)
     covariance = covariance_fit = None
     tails: dict[str, dict[str, float]] = {}
     if setting.covariance:

@@ -47,6 +47,7 @@ from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker
 from fastspec.checkpoint import Checkpoint, Resume
 from fastspec.grads import GradientRecorder
+from fastspec.stats import min_k
 
 __all__ = ["QUICK", "RunReport", "RunSettings", "run_main_job"]
 
@@ -110,8 +111,9 @@ class RunSettings:
         unknown = [m for m in self.models if m not in digits.MODELS]
         if not self.models or unknown:
             raise ValueError(f"models must be among {sorted(digits.MODELS)}, got {self.models}")
-        for name in ("k", "tracker_k"):
-            check_int(name, getattr(self, name), minimum=2)
+        check_int("k", self.k, minimum=2)
+        # a checkpoint's fit needs min_k values; with fewer the tracker's columns are all NaN
+        check_int("tracker_k", self.tracker_k, minimum=min_k())
         for name in ("epochs", "density_probes", "gradient_k", "gradient_coordinates",
                      "gradient_steps", "seeds"):  # fmt: skip
             check_int(name, getattr(self, name), minimum=1)
@@ -127,7 +129,7 @@ class RunSettings:
 #: tiny settings for tests and a smoke check (seconds, not minutes)
 QUICK = RunSettings(
     k=8, tol=1e-3, epochs=2, trace_matvecs=6, density_probes=2, density_steps=8,
-    tracker_k=4, tracker_epochs=(0, 1, 2), max_samples=128, block_size=4, gradient_k=8,
+    tracker_k=6, tracker_epochs=(0, 1, 2), max_samples=128, block_size=4, gradient_k=8,
     gradient_coordinates=40, gradient_steps=12, seeds=2,
 )  # fmt: skip
 

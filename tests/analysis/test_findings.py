@@ -116,6 +116,13 @@ def test_every_finding_has_worlds() -> None:
         assert set(f.settings) <= set(SETTINGS)
 
 
+def test_hessian_spectra_are_computed_exactly_where_a_row_reads_them() -> None:
+    """A setting skips its Hessian (the costliest step) only when no Hessian row reads it."""
+    read = {n for f in FINDINGS if f.what == "hessian" for n in f.settings}
+    assert {n for n, s in SETTINGS.items() if s.hessian} == read
+    assert not SETTINGS["grad_b100"].hessian and SETTINGS["fcn"].hessian
+
+
 @pytest.mark.parametrize("finding", FINDINGS, ids=lambda f: f.key)
 def test_verdict_logic_on_known_worlds(finding: Any) -> None:
     true_world, false_world = (_world(w) for w in WORLDS[finding.key])
@@ -173,6 +180,10 @@ def test_quick_table_smoke(tmp_path: Any) -> None:
     expected = [not a.is_power_law and b.is_power_law for a, b in zip(init, trained)]
     assert report.rows()[0]["holds"]["per_seed"] == expected
     assert (tmp_path / "f" / "report.json").is_file()
+    # the P2-only setting computes no Hessian; its tails are measured all the same
+    for seed in report.seeds:
+        m = report.measurements[seed]["grad_b100"]
+        assert m.eigenvalues is None and m.fit is None and set(m.tails) == set(HEAVY_DIM)
 
 
 def test_power_law_tail_test_alone_does_not_separate_gaussian_samples() -> None:

@@ -113,8 +113,16 @@ def test_spread_and_count() -> None:
 @pytest.mark.parametrize(
     ("change", "error"),
     [({"seeds": 0}, ValueError), ({"seeds": 1.5}, TypeError), ({"k": 1}, ValueError),
-     ({"dtype": "float16"}, ValueError)],
+     ({"dtype": "float16"}, ValueError), ({"tracker_k": 5}, ValueError)],
 )  # fmt: skip
 def test_bad_settings(change: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error, match=next(iter(change))):
         replace(TINY, **change).validated()
+
+
+def test_quick_tracker_fits_every_checkpoint() -> None:
+    """--quick's tracker K admits P1's fit (K >= min_k), so its slope and d_ks are numbers."""
+    report = run_main_job(replace(QUICK, models=("fcn",), gradients=False, seeds=1))
+    tracker = report.models["fcn"].tracker
+    assert tracker is not None and len(tracker.rows) == len(QUICK.tracker_epochs)
+    assert np.isfinite(tracker.column("s")).all() and np.isfinite(tracker.column("ks")).all()
