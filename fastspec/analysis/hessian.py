@@ -31,6 +31,7 @@ from fastspec._checks import AsDict, check_bool, check_choice, check_float, chec
 from fastspec.analysis._progress import PairsBar, note
 from fastspec.analysis.output import atomic_dir, read_json, write_json
 from fastspec.curvature.operators import HessianOperator
+from fastspec.distributed import world
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
 from fastspec.stats.inputs import check_level
@@ -59,7 +60,8 @@ class HessianReport(AsDict):
             (:meth:`fastspec.linalg.SLQResult.density`) on a grid spanning the nodes (empty when
             there is no density).
         density_sigma: the broadening used.
-        settings: what was computed and how (k, tol, dtype, device, seed, P, N, HVP method, ...).
+        settings: what was computed and how (k, tol, dtype, device, seed, P, N, processes, HVP
+            method, ...).
         timings: seconds per step (``eigsh``, ``trace``, ``density``, ``fits``, ``total``).
         matvecs: Hessian-vector products per step.
         notes: anything the reader should know (unconverged pairs, fits that could not be made).
@@ -361,6 +363,7 @@ def analyze_hessian(
         "device": str(op.device),
         "num_params": P,
         "num_samples": op.num_samples,
+        "world_size": world(op.process_group)[1],
         "mode": mode,
         "params": params if isinstance(params, str) or params is None else "custom",
         "hvp_method": op.method,
