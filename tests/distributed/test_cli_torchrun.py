@@ -87,6 +87,8 @@ def test_a_failing_rank_ends_every_rank_with_its_message(problem: Path) -> None:
     done, seconds = _run(problem, 2, *ARGS, "--data", "problem.py:bad_on_rank_one", "--out", "x")
     assert done.returncode != 0
     assert "cannot read shard-1.pt: file is truncated" in done.stderr
+    # the agent's summary names the failing rank's error as the root cause
+    assert "cannot read shard-1.pt" in done.stderr.split("Root Cause")[-1]
     assert seconds < TIMEOUT
     assert not (problem / "x").exists()
 
