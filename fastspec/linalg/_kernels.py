@@ -19,6 +19,10 @@ where one is measured faster:
   done in column chunks so that it needs no second basis-sized buffer;
 - :func:`lanczos_step_batched`: one step of several independent single-vector Lanczos runs (SLQ).
 
+Under a process group the vectors are split by rows of ``P`` over the ranks: the kernels that
+take inner products then take a ``reduce`` (one all-reduce of the whole block of partial sums);
+the others act on each rank's slice alone.
+
 Blocks are handled as rows (``[B, P]``, like the basis ``V`` ``[M, P]``): the products then read
 memory in order (faster than on ``[P, B]`` columns for both the pass and the recurrence:
 ``benchmarks/results/hessian_vs_peers.md``). Shapes use the project's letters: ``P`` the operator dimension, ``B`` the
@@ -28,14 +32,23 @@ synchronises with the device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+#: the sum over ranks of partial inner products (:meth:`fastspec.linalg.sharded.Sharding.sum`)
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 #: elements of the temporary used by :func:`rotate_rows` (about 32 MiB of float64)
 _ROTATE_CHUNK_ELEMS = 1 << 22
 
 
 def project_rows(
-    V: torch.Tensor, W: torch.Tensor, *, skip_below: float = 0.0
+    V: torch.Tensor,
+    W: torch.Tensor,
+    *,
+    skip_below: float = 0.0,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One classical Gram–Schmidt pass of a block of rows against basis rows: ``W − (W Vᵀ) V``.
 
@@ -50,14 +63,20 @@ def project_rows(
         V: ``[n, P]`` basis vectors as (contiguous) rows; ``n`` may be 0.
         W: ``[B, P]`` block as (contiguous) rows.
         skip_below: relative size of the components that may be left in (0: a full pass).
+        reduce: sums partial inner products over ranks when ``V`` and ``W`` hold slices of
+            their vectors; the coefficients and the norms go in one call.
 
     Returns:
         ``(W_out [B, P], sq_norms [B])``, the squared row norms of the input in float64.
     """
-    sq = (W * W).sum(dim=1).to(torch.float64)
-    if V.shape[0] == 0:
+    sq_w = (W * W).sum(dim=1)
+    C = W @ V.mT if V.shape[0] else None  # [B, n]
+    if reduce is not None:
+        CS = reduce(torch.cat([sq_w.unsqueeze(1)] + ([] if C is None else [C]), dim=1))
+        sq_w, C = CS[:, 0], (None if C is None else CS[:, 1:])
+    sq = sq_w.to(torch.float64)
+    if C is None:
         return W, sq
-    C = W @ V.mT  # [B, n]
     if skip_below == 0.0:
         return torch.addmm(W, C, V, alpha=-1.0), sq
     limit = skip_below * sq.sqrt().to(C.dtype).unsqueeze(1)
@@ -99,7 +118,12 @@ def block_qr(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def three_term(
-    W: torch.Tensor, Q: torch.Tensor, Q_prev: torch.Tensor, C_prev: torch.Tensor
+    W: torch.Tensor,
+    Q: torch.Tensor,
+    Q_prev: torch.Tensor,
+    C_prev: torch.Tensor,
+    *,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The block Lanczos recurrence for ``W = A Q``, on blocks of rows.
 
@@ -111,6 +135,7 @@ def three_term(
         Q: ``[B, P]``, the current block.
         Q_prev: ``[L, P]`` (``L`` may be 0).
         C_prev: ``[B, L]`` with ``A Q_prevᵀ = … + Qᵀ C_prev``.
+        reduce: sums the partial ``α`` over ranks when the rows hold slices of the vectors.
 
     Returns:
         ``(W, alpha)``: ``W − C_prev Q_prev − αᵀ Q`` and ``α = Q (W − C_prev Q_prev)ᵀ`` ``[B, B]``.
@@ -118,6 +143,8 @@ def three_term(
     if Q_prev.shape[0] > 0:
         W = torch.addmm(W, C_prev, Q_prev, alpha=-1.0)
     alpha = Q @ W.mT
+    if reduce is not None:
+        alpha = reduce(alpha)
     W = torch.addmm(W, alpha.mT, Q, alpha=-1.0)
     return W, alpha
 
@@ -151,6 +178,8 @@ def lanczos_step_batched(
     v_prev: torch.Tensor,
     beta_prev: torch.Tensor,
     basis: torch.Tensor | None,
+    *,
+    reduce: Reduce | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of ``R`` independent single-vector Lanczos runs (one per column).
 
@@ -161,14 +190,20 @@ def lanczos_step_batched(
         beta_prev: ``[R]``, previous off-diagonal coefficients.
         basis: ``[R, J, P]`` the runs' earlier vectors for full reorthogonalisation (each run
             against its own basis), or ``None`` for the plain three-term recurrence.
+        reduce: sums partial inner products over ranks when the vectors are split by rows
+            (one call for ``α``, one per reorthogonalisation pass).
 
     Returns:
         ``(w, alpha)``: the new residual vectors ``[P, R]`` and diagonal coefficients ``[R]``.
     """
     alpha = (v * w).sum(dim=0)
+    if reduce is not None:
+        alpha = reduce(alpha)
     w = w - v * alpha - v_prev * beta_prev
     if basis is not None and basis.shape[1] > 0:
         for _ in range(2):
             coef = torch.bmm(basis, w.mT.unsqueeze(2))  # [R, J, 1]
+            if reduce is not None:
+                coef = reduce(coef)
             w = w - torch.bmm(basis.mT, coef).squeeze(2).mT
     return w, alpha

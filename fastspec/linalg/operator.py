@@ -10,6 +10,15 @@ instead of numpy arrays and with the *block* product as the primitive:
 - ``matmat(V)``: ``V`` of shape ``[P, B]`` → ``A @ V`` of shape ``[P, B]``, same dtype and device;
 - ``matvec(v)``: ``[P]`` → ``[P]`` (derived from ``matmat``).
 
+*Data-parallel operators.* An operator whose data is split over the ranks of a
+``torch.distributed`` group carries ``process_group`` (the group, or ``None``) and implements
+``local_matmat(V)``: ``[P, B]`` → this rank's unreduced ``[P, B]`` share, weighted so that the
+sum over ranks is the full-data product (a fresh tensor: the solvers reduce it in place); its
+``matmat`` is the all-reduce of that. The solvers
+(``eigsh``, ``slq``, ``trace``) under a group never call its ``matmat``: they reduce-scatter
+``local_matmat`` to the rows each rank keeps (:mod:`fastspec.linalg.sharded`). An operator
+without ``local_matmat`` under a group is taken as replicated (the same on every rank).
+
 Block products are the primitive because every consumer here (block Lanczos, batched SLQ probes,
 Hutch++) applies the operator to several vectors at once, and because batched Hessian-vector
 products are much cheaper per vector than one at a time.
@@ -399,8 +408,8 @@ def aslinearoperator(
     )
 
 
-def checked_matmat(op: LinearOperator, V: torch.Tensor) -> torch.Tensor:
-    """``op.matmat(V)`` with the output's type, shape, dtype and device checked.
+def checked_matmat(op: LinearOperator, V: torch.Tensor, *, local: bool = False) -> torch.Tensor:
+    """``op.matmat(V)`` (``op.local_matmat(V)`` with ``local``), the output's type, shape, dtype and device checked.
 
     Finiteness is not checked here (that would synchronise with the device); the algorithms
     check it once per block step.
@@ -409,25 +418,26 @@ def checked_matmat(op: LinearOperator, V: torch.Tensor) -> torch.Tensor:
         TypeError: the output is not a tensor or has the wrong dtype or device.
         ValueError: the output has the wrong shape.
     """
-    out = op.matmat(V)
+    name = "local_matmat" if local else "matmat"
+    out = op.local_matmat(V) if local else op.matmat(V)  # type: ignore[attr-defined]
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"op.matmat returned {type(out).__name__}, expected a torch.Tensor")
+        raise TypeError(f"op.{name} returned {type(out).__name__}, expected a torch.Tensor")
     if out.shape != V.shape:
         if out.dim() == 1 and V.dim() == 2 and V.shape[1] == 1 and out.shape[0] == V.shape[0]:
             out = out.reshape(V.shape)
         else:
             raise ValueError(
-                f"op.matmat returned shape {tuple(out.shape)} for an input of shape "
+                f"op.{name} returned shape {tuple(out.shape)} for an input of shape "
                 f"{tuple(V.shape)}; a callable that only takes vectors must be wrapped as "
                 "CallableOperator(fn, shape=..., batched=False)"
             )
     if out.dtype != op.dtype:
-        raise TypeError(f"op.matmat returned dtype {out.dtype}, but the operator says {op.dtype}")
+        raise TypeError(f"op.{name} returned dtype {out.dtype}, but the operator says {op.dtype}")
     if out.device != op.device and not (
         out.device.type == op.device.type and op.device.index is None
     ):
         raise TypeError(
-            f"op.matmat returned a tensor on {out.device}, but the operator says {op.device}"
+            f"op.{name} returned a tensor on {out.device}, but the operator says {op.device}"
         )
     return out
 

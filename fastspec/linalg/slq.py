@@ -30,14 +30,9 @@ import torch
 
 from fastspec._checks import AsDict, check_bool, check_float, check_int
 from fastspec.linalg import _kernels
-from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.operator import (
-    apply_scale,
-    aslinearoperator,
-    check_symmetric,
-    checked_matmat,
-    safe_scale,
-)
+from fastspec.linalg._random import make_generator
+from fastspec.linalg.operator import apply_scale, aslinearoperator, check_symmetric, safe_scale
+from fastspec.linalg.sharded import Sharding, run_group
 
 __all__ = ["SLQResult", "pooled_ritz_values", "slq"]
 
@@ -111,6 +106,7 @@ def slq(
     num_steps: int,
     seed: int | None = None,
     reorthogonalize: bool = True,
+    process_group: Any = None,
 ) -> SLQResult:
     """Stochastic Lanczos quadrature of a symmetric operator.
 
@@ -125,6 +121,11 @@ def slq(
             memory of ``R · m · P`` elements; without it only ``3 · R · P`` elements are
             stored and the quadrature is still valid (Knizhnerman's result) but top nodes
             may repeat.
+        process_group: a ``torch.distributed`` group to run over (default: ``op``'s, else the
+            default group of more than one rank; see :func:`~fastspec.linalg.eigsh`). Each rank
+            keeps its slice of every Lanczos vector (``R · m · P / W`` elements with
+            ``reorthogonalize``); the probes are drawn whole as on one process, so a seed gives
+            the same nodes and weights (up to rounding) on any number of ranks.
 
     Returns:
         An :class:`SLQResult`.
@@ -145,9 +146,19 @@ def slq(
     if m > P:
         raise ValueError(f"num_steps must be <= P = {P} (the Krylov space is full), got {m}")
     check_symmetric(A)
-    gen = make_generator(seed)
+    sh = Sharding(P, run_group(A, process_group))
+    sh.agree(
+        "slq",
+        dtype=str(A.dtype),
+        num_probes=R,
+        num_steps=m,
+        seed=seed,
+        reorthogonalize=bool(reorthogonalize),
+        local_matmat=callable(getattr(A, "local_matmat", None)),
+    )
+    gen = make_generator(sh.shared_seed(seed))
     eps = torch.finfo(A.dtype).eps
-    v = rademacher(gen, P, R, dtype=A.dtype, device=A.device) / math.sqrt(P)
+    v = sh.rademacher(gen, R, dtype=A.dtype, device=A.device) / math.sqrt(P)
     v_prev = torch.zeros_like(v)
     beta = torch.zeros(R, dtype=A.dtype, device=A.device)
     alphas = torch.zeros(m, R, dtype=torch.float64, device=A.device)
@@ -157,25 +168,25 @@ def slq(
     # ‖Av‖ so far): dropping such a β perturbs the tridiagonal matrix by √ε ‖A‖
     anorm = torch.zeros((), dtype=A.dtype, device=A.device)
     cut = math.sqrt(eps)
-    basis = torch.empty(R, m, P, dtype=A.dtype, device=A.device) if reorthogonalize else None
+    basis = torch.empty(R, m, sh.n, dtype=A.dtype, device=A.device) if reorthogonalize else None
     scale = 1.0
     for j in range(m):
         if basis is not None:
             basis[:, j] = v.mT
-        w = checked_matmat(A, v)
+        w = sh.apply(A, v)
         if j == 0:  # one host read: huge or tiny operators run exactly scaled (safe_scale)
-            peak = float(w.abs().amax())
+            peak = float(sh.max(w.abs().amax() if w.numel() else w.new_zeros(())))
             if not math.isfinite(peak):
                 raise ValueError("op returned NaN or inf; slq needs a finite operator")
             scale = safe_scale(peak, A.dtype, P)
         if scale != 1.0:
             w = apply_scale(w, scale)
-        ref = torch.linalg.vector_norm(w, dim=0)
+        ref = sh.vector_norms(w, dim=0)
         finite &= torch.isfinite(ref).all()
         w, alpha = _kernels.lanczos_step_batched(
-            w, v, v_prev, beta, None if basis is None else basis[:, : j + 1]
+            w, v, v_prev, beta, None if basis is None else basis[:, : j + 1], reduce=sh.reduce
         )
-        beta_new = torch.linalg.vector_norm(w, dim=0)
+        beta_new = sh.vector_norms(w, dim=0)
         anorm = torch.maximum(anorm, ref.max())
         alive = beta_new > cut * anorm
         beta_new = torch.where(alive, beta_new, torch.zeros_like(beta_new))

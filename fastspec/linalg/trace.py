@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict, check_choice, check_int
-from fastspec.linalg._random import make_generator, rademacher
-from fastspec.linalg.operator import LinearOperator, aslinearoperator, checked_matmat
+from fastspec.linalg._random import make_generator
+from fastspec.linalg.operator import LinearOperator, aslinearoperator
+from fastspec.linalg.sharded import Sharding, run_group
 
 __all__ = ["TraceResult", "trace"]
 
@@ -56,16 +57,16 @@ def _quadratic_forms(
     gen: torch.Generator,
     block_size: int,
     Q: torch.Tensor | None,
+    sh: Sharding,
 ) -> torch.Tensor:
     """``zᵢᵀ A zᵢ`` for ``n`` Rademacher ``zᵢ`` (projected by ``I − QQᵀ`` when ``Q`` is given)."""
-    P = A.shape[0]
     out = []
     for c0 in range(0, n, block_size):
         c = min(block_size, n - c0)
-        Z = rademacher(gen, P, c, dtype=A.dtype, device=A.device)
+        Z = sh.rademacher(gen, c, dtype=A.dtype, device=A.device)
         if Q is not None:
-            Z = torch.addmm(Z, Q, Q.mT @ Z, alpha=-1.0)
-        out.append((Z * checked_matmat(A, Z)).sum(dim=0).to(torch.float64))
+            Z = torch.addmm(Z, Q, sh.sum(Q.mT @ Z), alpha=-1.0)
+        out.append(sh.sum((Z * sh.apply(A, Z)).sum(dim=0)).to(torch.float64))
     return torch.cat(out)
 
 
@@ -76,6 +77,7 @@ def trace(
     num_matvecs: int,
     seed: int | None = None,
     block_size: int | None = None,
+    process_group: Any = None,
 ) -> TraceResult:
     """Estimate ``tr(A)`` from matrix-vector products.
 
@@ -88,6 +90,11 @@ def trace(
         seed: seed of the Rademacher probes; ``None`` draws a fresh one.
         block_size: probes per operator call (default ``min(num_matvecs, 32)``); Hutch++'s
             sketch keeps ``s`` vectors of length ``P`` in memory.
+        process_group: a ``torch.distributed`` group to run over (default: ``op``'s, else the
+            default group of more than one rank; see :func:`~fastspec.linalg.eigsh`). Each rank
+            keeps its slice of the probes and of the sketch; the probes are drawn whole as on
+            one process, so a seed gives the same estimate (up to rounding) on any number of
+            ranks.
 
     Returns:
         A :class:`TraceResult`.
@@ -106,8 +113,18 @@ def trace(
     if block_size is None:
         block_size = min(num_matvecs, 32)
     check_int("seed", seed, none_ok=True)
-    gen = make_generator(seed)
     P = A.shape[0]
+    sh = Sharding(P, run_group(A, process_group))
+    sh.agree(
+        "trace",
+        dtype=str(A.dtype),
+        method=method,
+        num_matvecs=num_matvecs,
+        seed=seed,
+        block_size=block_size,
+        local_matmat=callable(getattr(A, "local_matmat", None)),
+    )
+    gen = make_generator(sh.shared_seed(seed))
     n = int(num_matvecs)
     exact = torch.zeros((), dtype=torch.float64, device=A.device)
     Q = None
@@ -116,18 +133,19 @@ def trace(
     else:
         s = n // 3
         n_probes = n - 2 * s
-        S = rademacher(gen, P, s, dtype=A.dtype, device=A.device)
+        S = sh.rademacher(gen, s, dtype=A.dtype, device=A.device)
         Y = torch.cat(
-            [checked_matmat(A, S[:, c0 : c0 + block_size]) for c0 in range(0, s, block_size)],
+            [sh.apply(A, S[:, c0 : c0 + block_size]) for c0 in range(0, s, block_size)],
             dim=1,
         )
         del S
-        Q, _ = torch.linalg.qr(Y, mode="reduced")
+        Q, _ = sh.qr(Y)
         del Y
         for c0 in range(0, s, block_size):
             Qc = Q[:, c0 : c0 + block_size]
-            exact = exact + (Qc * checked_matmat(A, Qc.contiguous())).sum().to(torch.float64)
-    terms = _quadratic_forms(A, n_probes, gen=gen, block_size=block_size, Q=Q)
+            quad = sh.sum((Qc * sh.apply(A, Qc.contiguous())).sum())
+            exact = exact + quad.to(torch.float64)
+    terms = _quadratic_forms(A, n_probes, gen=gen, block_size=block_size, Q=Q, sh=sh)
     vals = torch.cat([exact.reshape(1), terms]).cpu().numpy()
     if not np.isfinite(vals).all():
         raise ValueError("op returned NaN or inf; trace needs a finite operator")

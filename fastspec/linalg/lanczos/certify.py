@@ -71,6 +71,7 @@ def finish(st: LanczosState, ck: Check, *, return_eigenvectors: bool) -> EigshRe
         block_size=b,
         max_basis=st.M,
         method="block-lanczos",
+        sharding=st.sh if st.sh.distributed else None,
     )
 
 
@@ -95,7 +96,7 @@ def _finish_recompute(
         c = min(b, k - j)
         AXc = st.matmat(X[j : j + c])
         if G is not None:
-            G[:, j : j + c] = (X @ AXc.mT).to(st.small, torch.float64)
+            G[:, j : j + c] = st.sh.sum(X @ AXc.mT).to(st.small, torch.float64)
             if store:
                 st.V[k + j : k + j + c] = AXc
         else:
@@ -137,7 +138,7 @@ def _finish_stored(
     AX = st.AV[:k]
     theta_known = None
     if rayleigh_ritz:
-        G = (X @ AX.mT).to(st.small, torch.float64)
+        G = st.sh.sum(X @ AX.mT).to(st.small, torch.float64)
         theta_known, U = torch.linalg.eigh(0.5 * (G + G.mT))
         _kernels.rotate_rows(st.V, 0, k, U)
         _kernels.rotate_rows(st.AV, 0, k, U)
@@ -182,9 +183,9 @@ def _rayleigh_residual(
     """Rayleigh quotients and ``‖Ax − θx‖`` for rows ``Xc`` / ``AXc`` (``[c, P]``)."""
     c = Xc.shape[0]
     if theta_known is None:
-        th = (Xc * AXc).sum(dim=1)
+        th = st.sh.sum((Xc * AXc).sum(dim=1))
     else:
         th = theta_known.to(device=Xc.device, dtype=Xc.dtype)
-    r = torch.linalg.vector_norm(AXc - th.unsqueeze(1) * Xc, dim=1)
+    r = st.sh.vector_norms(AXc - th.unsqueeze(1) * Xc, dim=1)
     theta[j : j + c] = th.to(st.small, torch.float64)
     res[j : j + c] = r.to(st.small, torch.float64)

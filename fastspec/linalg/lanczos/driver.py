@@ -22,6 +22,7 @@ over one module per job:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from fastspec.linalg.lanczos.result import EigshResult, ProgressArg, Reporter, w
 from fastspec.linalg.lanczos.solver import BlockLanczos
 from fastspec.linalg.lanczos.state import LanczosState
 from fastspec.linalg.operator import LinearOperator, aslinearoperator, check_symmetric
+from fastspec.linalg.sharded import Sharding, run_group
 
 __all__ = ["eigsh"]
 
@@ -114,6 +116,7 @@ def eigsh(
     v0: torch.Tensor | None = None,
     progress: ProgressArg = False,
     store_products: bool | None = None,
+    process_group: Any = None,
 ) -> EigshResult:
     """``k`` eigenpairs of a symmetric operator by thick-restarted block Lanczos.
 
@@ -160,7 +163,18 @@ def eigsh(
         store_products: keep ``A V`` next to the basis (a second ``max_basis × P`` buffer), so
             that the final residuals come from the stored products instead of ``k`` more
             (``2k`` with locking) products; only pairs whose residual is within rounding of
-            ``tol`` are recomputed. Default: on when the extra buffer takes at most 1 GiB.
+            ``tol`` are recomputed. Default: on when the extra buffer takes at most 1 GiB
+            (of the whole vectors, so that every number of ranks makes the same choice).
+        process_group: a ``torch.distributed`` group to run over; default ``op.process_group``
+            when the operator carries one, else the default group when it has more than one
+            rank (:func:`fastspec.distributed.resolve_group`). Under a group each rank keeps
+            only its slice ``shard_range(P, W, rank)`` of every basis vector and stored product
+            (:mod:`fastspec.linalg.sharded`): a data-parallel operator (``local_matmat``) has
+            its products reduce-scattered, any other is taken as the same on every rank. Every
+            rank passes the same arguments (checked before the first collective); ``v0`` is
+            given whole on every rank. The numbers equal one process's with the same seed up
+            to rounding; ``eigenvectors`` are this rank's rows (see
+            :meth:`EigshResult.gather_eigenvectors`). ``progress=True`` shows rank 0's bar.
 
     Returns:
         An :class:`EigshResult`. Pairs that missed ``tol`` are returned with
@@ -211,7 +225,24 @@ def eigsh(
         max_restarts = _DEFAULT_MAX_RESTARTS
     check_symmetric(A)
     v0_block = _prepare_v0(v0, A, b)
-    report = Reporter(progress, k)
+    sh = Sharding(P, run_group(A, process_group))
+    sh.agree(
+        "eigsh",
+        dtype=str(A.dtype),
+        k=k,
+        which=which,
+        tol=float(tol),
+        block_size=b,
+        max_basis=M,
+        max_restarts=max_restarts,
+        store_products=store,
+        return_eigenvectors=bool(return_eigenvectors),
+        seed=seed,
+        v0=None if v0_block is None else v0_block.shape[1],
+        local_matmat=callable(getattr(A, "local_matmat", None)),
+    )
+    seed = sh.shared_seed(seed)
+    report = Reporter(progress if sh.rank == 0 or callable(progress) else False, k)
     try:
         if P <= M + b:
             result = dense_eigsh(
@@ -224,6 +255,10 @@ def eigsh(
                 return_eigenvectors=return_eigenvectors,
                 report=report,
             )
+            if sh.distributed:  # the same dense solve on every rank; keep this rank's rows
+                ev = result.eigenvectors
+                ev = None if ev is None else sh.take(ev).clone()
+                result = dataclasses.replace(result, eigenvectors=ev, sharding=sh)
             warn_unconverged(result, stacklevel=2)
             return result
         if M < k + 2 * b:
@@ -243,6 +278,7 @@ def eigsh(
             report=report,
             store_products=store,
             max_growth=None if max_basis is not None else max_growth(M, P, A.dtype),
+            sh=sh,
         )
         result = BlockLanczos(st, v0_block).run(return_eigenvectors=return_eigenvectors)
         warn_unconverged(result, stacklevel=2)

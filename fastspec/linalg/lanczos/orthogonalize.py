@@ -23,6 +23,11 @@ with non-negligible ``σ`` are kept, the others replaced by random directions or
 basis, with zero coupling (the run is then confirmed by a fresh start, see
 :mod:`~fastspec.linalg.lanczos.convergence`).
 
+*Under a process group* (rows split over the ranks, :mod:`~fastspec.linalg.sharded`), a pass
+takes its coefficients and the input norms in one all-reduce and the block QR is a TSQR (one
+all-gather of ``B × B`` factors), as stable as the one-process QR, so the breakdown test reads
+the same singular values on every rank.
+
 There is one host synchronisation per call (after the one of the selective pass): the singular
 values of ``R1``, the scaled test and ``ref_norm`` (``‖AQ‖``, whose finiteness also tells
 whether the operator returned NaN/inf) are read together.
@@ -36,7 +41,6 @@ import numpy as np
 import torch
 
 from fastspec.linalg import _kernels
-from fastspec.linalg._random import randn
 from fastspec.linalg.lanczos.state import LanczosState
 
 __all__ = ["orthonormalize"]
@@ -74,8 +78,9 @@ def orthonormalize(
     """
     Vr = st.V[:rows]
     skip_below = _SKIP_OVERLAP * st.eps if st.A.dtype == torch.float64 else 0.0
-    W1, sq_in = _kernels.project_rows(Vr, W, skip_below=skip_below)
-    Q1, R1 = _kernels.block_qr(W1)
+    sh = st.sh
+    W1, sq_in = _kernels.project_rows(Vr, W, skip_below=skip_below, reduce=sh.reduce)
+    Q1, R1 = sh.block_qr(W1)
     R1d = R1.to(torch.float64)
     # non-finite input is reported through ref_norm; keep the SVDs themselves from failing
     R1f = torch.nan_to_num(R1d, nan=0.0, posinf=0.0, neginf=0.0)
@@ -95,7 +100,7 @@ def orthonormalize(
         if host[-2] >= _REORTH_ETA:
             st.s.num_single_pass += 1
             return Q1, R1d, ref, 0
-        Q2, R2 = _kernels.block_qr(_kernels.project_rows(Vr, Q1)[0])
+        Q2, R2 = sh.block_qr(_kernels.project_rows(Vr, Q1, reduce=sh.reduce)[0])
         return Q2, R2.to(torch.float64) @ R1d, ref, 0
     return _replace_dependent(st, Vr, Q1, R1d, bad, ref)
 
@@ -109,16 +114,19 @@ def _replace_dependent(
     ref: float,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Breakdown: keep the directions of ``Q1ᵀ U`` with non-negligible ``σ``, add random ones."""
+    sh = st.sh
     U, svals, Zh = torch.linalg.svd(R1d)
     good = torch.as_tensor(~bad, device=Q1.device)
     goodC = torch.as_tensor(~bad, device=R1d.device)
-    Qg = _kernels.project_rows(Vr, (U.mT.to(Q1.dtype) @ Q1)[good])[0]
+    Qg = _kernels.project_rows(Vr, (U.mT.to(Q1.dtype) @ Q1)[good], reduce=sh.reduce)[0]
     n_bad, ng = int(bad.sum()), int((~bad).sum())
-    Z = randn(st.gen, st.P, n_bad, dtype=st.V.dtype, device=st.V.device)
-    Z = _kernels.project_rows(Vr, _kernels.project_rows(Vr, Z.mT.contiguous())[0])[0]
-    Qf, Rf = _kernels.block_qr(torch.cat([Qg, Z]))
-    Qf = _kernels.project_rows(Vr, Qf)[0]  # the random part came from two passes; make sure
-    Qf, Rf2 = _kernels.block_qr(Qf)
+    Z = sh.randn(st.gen, n_bad, dtype=st.V.dtype, device=st.V.device).mT.contiguous()
+    for _ in range(2):
+        Z = _kernels.project_rows(Vr, Z, reduce=sh.reduce)[0]
+    Qf, Rf = sh.block_qr(torch.cat([Qg, Z]))
+    # the random part came from two passes; make sure
+    Qf = _kernels.project_rows(Vr, Qf, reduce=sh.reduce)[0]
+    Qf, Rf2 = sh.block_qr(Qf)
     Rg = (Rf2 @ Rf).to(torch.float64)[:ng, :ng]
     C = torch.zeros(st.b, st.b, dtype=torch.float64, device=R1d.device)
     C[:ng] = Rg @ (svals[goodC].unsqueeze(1) * Zh[goodC])

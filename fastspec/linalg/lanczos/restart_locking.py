@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastspec.linalg._random import randn
 from fastspec.linalg.lanczos.convergence import Check
 from fastspec.linalg.lanczos.ordering import priority
 from fastspec.linalg.lanczos.orthogonalize import orthonormalize
@@ -69,8 +68,8 @@ def fresh_start(st: LanczosState, ck: Check) -> None:
     sel = torch.as_tensor(active_wanted, dtype=torch.long, device=ck.S.device)
     st.rotate(nl, m, ck.S[:, sel])
     n_lock_new = nl + len(active_wanted)
-    X = randn(st.gen, st.P, b, dtype=st.V.dtype, device=st.V.device)
-    Q, _, _, _ = orthonormalize(st, X.mT.contiguous(), torch.linalg.matrix_norm(X), n_lock_new)
+    X = st.sh.randn(st.gen, b, dtype=st.V.dtype, device=st.V.device)
+    Q, _, _, _ = orthonormalize(st, X.mT.contiguous(), st.sh.norm(X), n_lock_new)
     st.V[n_lock_new : n_lock_new + b] = Q
     s.locked_theta = np.concatenate([s.locked_theta, ck.theta[active_wanted]])
     s.n_lock, s.m, s.c0 = n_lock_new, 0, 0
@@ -115,7 +114,7 @@ def thick_restart(st: LanczosState, ck: Check) -> None:
 def grow(st: LanczosState) -> None:
     """Double the basis (up to ``max_growth``), keeping every row and the projected matrix."""
     M = min(2 * st.M, st.max_growth)
-    V = torch.empty(M, st.P, dtype=st.V.dtype, device=st.V.device)
+    V = torch.empty(M, st.V.shape[1], dtype=st.V.dtype, device=st.V.device)
     V[: st.M] = st.V
     st.V = V
     if st.AV is not None:

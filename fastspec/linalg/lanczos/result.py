@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -19,6 +19,7 @@ import torch
 
 from fastspec._checks import AsDict
 from fastspec.linalg.operator import LinearOperator
+from fastspec.linalg.sharded import Sharding
 
 __all__ = [
     "ConvergenceWarning",
@@ -64,7 +65,9 @@ class EigshResult(AsDict):
     Attributes:
         eigenvalues: ``[K]``, ordered as ``which`` asks: ``"LA"`` descending, ``"SA"``
             ascending, ``"LM"`` by descending magnitude, ``"BE"`` descending.
-        eigenvectors: ``[P, K]`` (column ``i`` belongs to ``eigenvalues[i]``) or ``None``.
+        eigenvectors: ``[P, K]`` (column ``i`` belongs to ``eigenvalues[i]``) or ``None``. Under
+            a process group, this rank's rows ``[sharding.start, sharding.stop)`` of them
+            (see :meth:`gather_eigenvectors`).
         residuals: ``[K]`` float64, ``‖A v − λ v‖ / max(|λ|, √ε ‖A‖)`` recomputed from the
             returned vectors (``ε`` the dtype's machine epsilon, ``‖A‖`` estimated by the
             largest Ritz value in magnitude; the floor only matters for eigenvalues near 0).
@@ -76,6 +79,9 @@ class EigshResult(AsDict):
         block_size: block size used.
         max_basis: basis cap used (vectors of length ``P``).
         method: ``"block-lanczos"`` or ``"dense"`` (small problems, see :func:`eigsh`).
+        sharding: ``None`` on one process; under a process group, which rows of ``P`` this
+            rank's ``eigenvectors`` hold (a :class:`~fastspec.linalg.sharded.Sharding`). Every
+            other field is the same on every rank.
     """
 
     eigenvalues: torch.Tensor
@@ -89,6 +95,9 @@ class EigshResult(AsDict):
     block_size: int
     max_basis: int
     method: str
+    sharding: Sharding | None = field(
+        default=None, repr=False, compare=False, metadata={"serialize": False}
+    )
 
     @property
     def k(self) -> int:
@@ -104,6 +113,33 @@ class EigshResult(AsDict):
     def all_converged(self) -> bool:
         """Whether every returned pair converged."""
         return bool(self.converged.all())
+
+    def gather_eigenvectors(
+        self, columns: Sequence[int] | None = None, *, dst: int | None = None
+    ) -> torch.Tensor | None:
+        """Whole eigenvectors ``[P, K']`` from the rows every rank holds.
+
+        On one process this is ``eigenvectors[:, columns]``. Under a process group every rank
+        must call it (a collective); it moves ``P · K'`` elements to each receiving rank.
+
+        Args:
+            columns: which eigenvectors (indices into ``eigenvalues``); default all.
+            dst: ``None`` gathers on every rank; a rank of the group gathers there only and
+                the other ranks get ``None``.
+
+        Raises:
+            ValueError: the result holds no eigenvectors (``return_eigenvectors=False``).
+        """
+        if self.eigenvectors is None:
+            raise ValueError(
+                "eigenvectors: none returned; call eigsh with return_eigenvectors=True"
+            )
+        X = self.eigenvectors
+        if columns is not None:
+            X = X[:, torch.as_tensor(list(columns), dtype=torch.long, device=X.device)]
+        if self.sharding is None:
+            return X
+        return self.sharding.gather(X, dst=dst)
 
 
 class Reporter:
@@ -160,6 +196,7 @@ def make_result(
     block_size: int,
     max_basis: int,
     method: str,
+    sharding: Sharding | None = None,
 ) -> EigshResult:
     """The result from final Ritz values and absolute residuals (relative residuals, flags)."""
     scale = np.maximum(np.abs(theta), math.sqrt(eps) * anorm)
@@ -179,6 +216,7 @@ def make_result(
         block_size=block_size,
         max_basis=max_basis,
         method=method,
+        sharding=sharding,
     )
 
 

@@ -26,7 +26,6 @@ import math
 import torch
 
 from fastspec.linalg import _kernels
-from fastspec.linalg._random import randn
 from fastspec.linalg.lanczos import certify, convergence, restart_locking
 from fastspec.linalg.lanczos.orthogonalize import orthonormalize
 from fastspec.linalg.lanczos.result import EigshResult
@@ -49,10 +48,10 @@ class BlockLanczos:
 
     def _start(self, v0: torch.Tensor | None) -> None:
         st, b = self.st, self.st.b
-        X = randn(st.gen, st.P, b, dtype=st.V.dtype, device=st.V.device)
+        X = st.sh.randn(st.gen, b, dtype=st.V.dtype, device=st.V.device)
         if v0 is not None:
-            X[:, : v0.shape[1]] = v0
-        ref = torch.linalg.matrix_norm(X)
+            X[:, : v0.shape[1]] = st.sh.take(v0)
+        ref = st.sh.norm(X)
         Q, _, _, _ = orthonormalize(st, X.mT.contiguous(), ref, 0)
         st.V[:b] = Q
         st.s.C = torch.zeros(b, 0, dtype=torch.float64, device=st.small)
@@ -66,10 +65,11 @@ class BlockLanczos:
         W = st.matmat(Q)
         if st.AV is not None:
             st.AV[q0 : q0 + b] = W
-        ref = torch.linalg.matrix_norm(W)
+        ref = st.sh.norm(W)
         Q_prev = st.V[s.n_lock + s.c0 : q0]
         assert s.C is not None
-        W, alpha = _kernels.three_term(W, Q, Q_prev, s.C.to(device=W.device, dtype=W.dtype))
+        C_prev = s.C.to(device=W.device, dtype=W.dtype)
+        W, alpha = _kernels.three_term(W, Q, Q_prev, C_prev, reduce=st.sh.reduce)
         Qn, C, ref_h, n_bad = orthonormalize(st, W, ref, q0 + b)
         if n_bad:
             s.broke = True

@@ -14,6 +14,11 @@ and moved exactly like ``V``.
 
 Every product goes through :meth:`LanczosState.matmat`, which counts it and applies the exact
 power-of-two scale of :func:`~fastspec.linalg.operator.safe_scale` chosen at the first product.
+
+Under a process group, ``V`` and ``AV`` hold this rank's slice of every vector (``[M, P/W]``,
+:attr:`LanczosState.sh`); every operation on length-``P`` data goes through that
+:class:`~fastspec.linalg.sharded.Sharding`, and everything else (``T``, ``C``, the counters) is
+the same on every rank.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import torch
 
 from fastspec.linalg import _kernels
 from fastspec.linalg.lanczos.result import Reporter
-from fastspec.linalg.operator import LinearOperator, apply_scale, checked_matmat, safe_scale
+from fastspec.linalg.operator import LinearOperator, apply_scale, safe_scale
+from fastspec.linalg.sharded import Sharding
 
 __all__ = ["Counters", "LanczosState"]
 
@@ -64,6 +70,7 @@ class LanczosState:
         report: progress dispatcher.
         store_products: keep ``A V`` next to ``V``.
         max_growth: the largest basis a stalled run may grow to (``M`` when growth is off).
+        sh: the vector layer (this rank's rows of every vector); one process by default.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class LanczosState:
         report: Reporter,
         store_products: bool,
         max_growth: int | None = None,
+        sh: Sharding | None = None,
     ) -> None:
         self.A, self.k, self.which, self.tol, self.b, self.M = A, k, which, tol, b, M
         self.max_growth = M if max_growth is None else max_growth
@@ -87,9 +95,10 @@ class LanczosState:
         self.max_restarts = max_restarts
         self.gen, self.report = gen, report
         self.P = A.shape[0]
+        self.sh = Sharding(self.P, None) if sh is None else sh
         self.eps = torch.finfo(A.dtype).eps
         self.small = torch.device("cpu") if A.device.type == "mps" else A.device
-        self.V = torch.empty(M, self.P, dtype=A.dtype, device=A.device)
+        self.V = torch.empty(M, self.sh.n, dtype=A.dtype, device=A.device)
         self.AV = torch.empty_like(self.V) if store_products else None
         self.T = torch.zeros(M, M, dtype=torch.float64, device=self.small)
         self.s = Counters()
@@ -97,7 +106,7 @@ class LanczosState:
 
     def matmat(self, Q: torch.Tensor) -> torch.Tensor:
         """``A Qᵀ`` for a block of rows ``Q`` ``[b, P]``, returned as rows (times ``scale``)."""
-        out = checked_matmat(self.A, Q.mT)
+        out = self.sh.apply(self.A, Q.mT)
         self.s.num_matvecs += Q.shape[0]
         out = out.mT.contiguous()
         if self.scale is None:
@@ -106,7 +115,7 @@ class LanczosState:
 
     def _output_scale(self, W: torch.Tensor) -> float:
         """The scale from the first product (one host read)."""
-        peak = float(W.abs().amax()) if W.numel() else 0.0
+        peak = float(self.sh.max(W.abs().amax() if W.numel() else W.new_zeros(())))
         if not math.isfinite(peak):
             raise ValueError(
                 f"op returned NaN or inf (after {self.s.num_matvecs} matvecs); "
