@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,9 +170,19 @@ class RoundRobin:
                 yield batch
 
 
+#: what gloo and NCCL say when a collective fails because another rank is gone
+_PEER_GONE = ("closed by peer", "reset by peer", "remote worker", "remote process", "timed out")
+
+
 def record_failure(exc: BaseException) -> None:
-    """Under torchrun, hand ``exc`` to the agent, whose summary then names this rank's error."""
+    """Under torchrun, hand ``exc`` to the agent, whose summary then names this rank's error.
+
+    The agent takes the earliest error (to the second) as the root cause; a collective that
+    failed because another rank died is recorded 2 s late, so that rank's error stays first.
+    """
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
+        if any(s in str(exc).lower() for s in _PEER_GONE):
+            time.sleep(2.0)
         ErrorHandler().record_exception(exc)
