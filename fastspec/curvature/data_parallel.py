@@ -30,14 +30,14 @@ from fastspec.distributed import check_agree, resolve_group, world
 __all__ = ["agree_on_block", "common_seed", "count_across_ranks", "reduce_product"]
 
 
-def count_across_ranks(op: Any, count_local: Callable[[], int], process_group: Any) -> int:
-    """Resolve ``op.process_group``, check the ranks agree on ``op``, and return the total count.
+def count_across_ranks(op: Any, count_local: Callable[[], int]) -> int:
+    """Check the ranks of ``op.process_group`` agree on ``op``, and return the total count.
 
     ``count_local()`` reads this rank's shard and returns its sample count; an exception it
     raises on any rank is raised on every rank (the failing rank's own exception there, a
     ``RuntimeError`` naming it elsewhere). One process: ``count_local()`` itself.
     """
-    group = op.process_group = resolve_group(process_group)
+    group = op.process_group
     if group is None:
         return count_local()
     failure: BaseException | None = None

@@ -56,6 +56,7 @@ from fastspec.batches import (
     truncate,
 )
 from fastspec.curvature.data_parallel import agree_on_block, count_across_ranks, reduce_product
+from fastspec.distributed import resolve_group
 from fastspec.linalg import LinearOperator
 from fastspec.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.params import ParamSpec, select_parameters
@@ -136,7 +137,8 @@ class _ModelOperator(LinearOperator):
             return sum(counts)
 
         # under a process group: this rank's shard, N summed over ranks (data_parallel.py)
-        self.num_samples = count_across_ranks(self, count, process_group)
+        self.process_group: Any = resolve_group(process_group)
+        self.num_samples = count_across_ranks(self, count)
         self.local_samples, self.num_batches = sum(counts), len(counts)
         if self.num_samples == 0:
             raise ValueError("data is empty: it yielded no samples")
