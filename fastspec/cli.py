@@ -16,8 +16,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -126,33 +126,36 @@ def _findings(args: argparse.Namespace) -> int:
 def _hessian(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_hessian
 
-    _check_out(args)
-    model, loss_fn, data, dtype = _user_problem(args)
-    report = analyze_hessian(
-        model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
-        mode=args.mode, max_samples=args.max_samples, trace_matvecs=args.trace_matvecs,
-        density_probes=None if args.no_density else args.density_probes, seed=args.seed,
-        label=args.label, progress=not args.no_progress, **_checkpoint(args),
-    )  # fmt: skip
-    report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
-    print(report.summary())
-    print(f"\nreport written to {args.out}/")
-    return 0
+    with _user_problem(args) as (model, loss_fn, data, dtype, run):
+        report = analyze_hessian(
+            model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
+            mode=args.mode, max_samples=args.max_samples if run.world_size == 1 else None,
+            trace_matvecs=args.trace_matvecs, seed=args.seed, label=args.label,
+            density_probes=None if args.no_density else args.density_probes,
+            progress=not args.no_progress and run.is_root, **_checkpoint(args),
+        )  # fmt: skip
+        return _write(args, report, run.is_root)
 
 
 def _gradients(args: argparse.Namespace) -> int:
     from fastspec.analysis import analyze_gradients
 
-    _check_out(args)
-    model, loss_fn, data, dtype = _user_problem(args)
-    report = analyze_gradients(
-        model, loss_fn, data, k=args.k, noise_batch_size=args.batch_size, num_steps=args.steps,
-        num_coordinates=args.coordinates, params=args.params, mode=args.mode, dtype=dtype,
-        seed=args.seed, label=args.label, progress=not args.no_progress, **_checkpoint(args),
-    )  # fmt: skip
-    report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
-    print(report.summary())
-    print(f"\nreport written to {args.out}/")
+    with _user_problem(args) as (model, loss_fn, data, dtype, run):
+        report = analyze_gradients(
+            model, loss_fn, data, k=args.k, noise_batch_size=args.batch_size, num_steps=args.steps,
+            num_coordinates=args.coordinates, params=args.params, mode=args.mode, dtype=dtype,
+            seed=args.seed, label=args.label, progress=not args.no_progress and run.is_root,
+            **_checkpoint(args),
+        )  # fmt: skip
+        return _write(args, report, run.is_root)
+
+
+def _write(args: argparse.Namespace, report: Any, root: bool) -> int:
+    """Save and show the report (on rank 0 only, under torchrun)."""
+    if root:
+        report.save(args.out, plots=not args.no_plots, overwrite=args.overwrite)
+        print(report.summary())
+        print(f"\nreport written to {args.out}/")
     return 0
 
 
@@ -172,21 +175,27 @@ def _check_out(args: argparse.Namespace) -> None:
         require_matplotlib()
 
 
-def _user_problem(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+@contextmanager
+def _user_problem(args: argparse.Namespace) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
+    """``(model, loss, this rank's data, dtype, Launch)``, in torchrun's group if launched so."""
     import torch
 
-    from fastspec.analysis.loading import check_compatible, load_data, load_loss, load_model
+    from fastspec.analysis.launch import launched
+    from fastspec.analysis.loading import check_compatible, load_data_share, load_loss, load_model
     from fastspec.analysis.run import resolve_device
 
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    model = load_model(args.model, checkpoint=args.checkpoint, trust_pickle=args.trust_pickle)
-    dtype = getattr(torch, args.dtype)
-    model = model.to(device=device, dtype=dtype)
-    data = load_data(args.data)
-    loss_fn = load_loss(args.loss)
-    check_compatible(model, loss_fn, data, dtype=dtype)
-    return model, loss_fn, data, dtype
+    with launched(args, resolve_device(args.device)) as run:
+        if run.is_root:
+            _check_out(args)
+        torch.manual_seed(args.seed)
+        model = load_model(args.model, checkpoint=args.checkpoint, trust_pickle=args.trust_pickle)
+        dtype = getattr(torch, args.dtype)
+        model = model.to(device=run.device, dtype=dtype)
+        data, shared = load_data_share(args.data, run.rank, run.world_size)
+        data = run.share(data, shared=shared, max_samples=args.max_samples)
+        loss_fn = load_loss(args.loss)
+        check_compatible(model, loss_fn, data, dtype=dtype)
+        yield model, loss_fn, data, dtype, run
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -228,6 +237,9 @@ def _add_user_problem(p: argparse.ArgumentParser, *, out: str) -> None:
                    help="compute dtype (default float64)")  # fmt: skip
     p.add_argument("--label", default="model", help="the report's name in titles")
     p.add_argument("--no-plots", action="store_true", help="write JSON and text only")
+    from fastspec.analysis.launch import add_launch_options
+
+    add_launch_options(p)
 
 
 def _add_common(p: argparse.ArgumentParser, *, out: str) -> None:
@@ -345,9 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(exc)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        _record(exc)
         return EXIT_USAGE
     except (RuntimeError, OSError, MemoryError) as exc:
         print(f"{prog}: failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        _record(exc)
         return EXIT_FAILED
 
 
@@ -359,9 +373,18 @@ def _how_to_resume(args: argparse.Namespace) -> str:
     return f"; state saved in {directory}: run the same command with --resume to continue"
 
 
+def _record(exc: BaseException) -> None:
+    """Under torchrun, this rank's error goes to the agent's summary too."""
+    from fastspec.analysis.launch import record_failure
+
+    record_failure(exc)
+
+
 def _claim(args: argparse.Namespace) -> AbstractContextManager[object]:
     """The command's ``--out``, validated and held against other runs until it is written."""
-    if getattr(args, "out", None) is None:
+    from fastspec.analysis.launch import env_world
+
+    if getattr(args, "out", None) is None or env_world()[0] != 0:  # rank 0 writes the report
         return nullcontext()
     from fastspec.analysis.output import claimed
 

@@ -41,6 +41,7 @@ from fastspec.analysis.hessian import (
 from fastspec.analysis.output import atomic_dir, write_json
 from fastspec.batches import SampleBatches
 from fastspec.checkpoint import Resume
+from fastspec.distributed import resolve_group, world
 from fastspec.grads import (
     CovarianceSpectrum,
     GradientRecorder,
@@ -334,6 +335,11 @@ def analyze_gradients(
             batch_size=batch_size or noise_batch_size or 128, num_coordinates=num_coordinates, params=params,
             seed=seed,
         )  # fmt: skip
+    world_size = world(resolve_group(None))[1]
+    if recorder is not None and world_size > 1 and not given:
+        notes.append(
+            "tail tests: minibatches drawn from rank 0's share of the data (not from all ranks')"
+        )
     if recorder is not None:
         note(f"{label}: tail tests", enabled=progress)
         options = {"alpha": alpha, "gaussian_test": gaussian_test}
@@ -352,6 +358,7 @@ def analyze_gradients(
     settings = {
         "k": cov.eigenvalues.numel(),
         "num_samples": cov.num_samples,
+        "world_size": world_size,
         "num_params": cov.num_params,
         "method": cov.method,
         "noise_batch_size": noise_batch_size,

@@ -41,6 +41,7 @@ from fastspec.checkpoint import (
     write_record,
 )
 from fastspec.curvature.operators import HessianOperator
+from fastspec.distributed import world
 from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
 from fastspec.stats.inputs import check_level
@@ -69,7 +70,8 @@ class HessianReport(AsDict):
             (:meth:`fastspec.linalg.SLQResult.density`) on a grid spanning the nodes (empty when
             there is no density).
         density_sigma: the broadening used.
-        settings: what was computed and how (k, tol, dtype, device, seed, P, N, HVP method, ...).
+        settings: what was computed and how (k, tol, dtype, device, seed, P, N, processes, HVP
+            method, ...).
         timings: seconds per step (``eigsh``, ``trace``, ``density``, ``fits``, ``total``).
         matvecs: Hessian-vector products per step.
         notes: anything the reader should know (unconverged pairs, fits that could not be made).
@@ -393,6 +395,7 @@ def analyze_hessian(
         "device": str(op.device),
         "num_params": P,
         "num_samples": op.num_samples,
+        "world_size": world(op.process_group)[1],
         "mode": mode,
         "params": params if isinstance(params, str) or params is None else "custom",
         "hvp_method": op.method,

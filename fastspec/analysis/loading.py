@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import os
 import pickle  # its exception type only: files are read with torch.load(weights_only=True)
 import re
@@ -78,11 +79,11 @@ def load_object(spec: str, *, option: str) -> Any:
     return getattr(module, attr)
 
 
-def _call(obj: Any, *, option: str, spec: str) -> Any:
+def _call(obj: Any, *, option: str, spec: str, **kwargs: Any) -> Any:
     if not callable(obj) or isinstance(obj, (nn.Module, torch.utils.data.DataLoader)):
         return obj
     try:
-        return obj()
+        return obj(**kwargs)
     except Exception as exc:
         raise SpecError(f"{option}: calling {spec} failed: {_first_line(exc)}") from None
 
@@ -246,11 +247,34 @@ def _torch_load(path: str, *, option: str, weights_only: bool) -> Any:
 
 def load_data(spec: str) -> Any:
     """The data of ``--data``."""
-    data = _call(load_object(spec, option="--data"), option="--data", spec=spec)
+    return load_data_share(spec, 0, 1)[0]
+
+
+def load_data_share(spec: str, rank: int, world_size: int) -> tuple[Any, bool]:
+    """``(data, whether they are rank's share)``: ``--data`` for rank ``rank`` of ``world_size``.
+
+    A factory whose signature takes ``rank`` and ``world_size`` keywords is called with them
+    when ``world_size > 1`` and returns that rank's share itself; anything else gives the
+    whole data (``False``).
+    """
+    obj = load_object(spec, option="--data")
+    kwargs: dict[str, int] = {}
+    if world_size > 1 and callable(obj) and _takes(obj, ("rank", "world_size")):
+        kwargs = {"rank": rank, "world_size": world_size}
+    data = _call(obj, option="--data", spec=spec, **kwargs)
     try:
-        return as_batches(data)
+        return as_batches(data), bool(kwargs)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"--data: {spec} gave unusable data: {exc}") from None
+
+
+def _takes(fn: Any, names: tuple[str, ...]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return all(n in params and params[n].kind in kinds for n in names)
 
 
 def load_loss(spec: str) -> Callable[..., torch.Tensor]:

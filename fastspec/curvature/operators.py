@@ -55,6 +55,7 @@ from fastspec.batches import (
     to_device,
     truncate,
 )
+from fastspec.curvature.data_parallel import agree_on_block, count_across_ranks, reduce_product
 from fastspec.curvature.finite_difference import (
     any_attention_kernel,
     difference,
@@ -73,6 +74,7 @@ from fastspec.curvature.language import (
     token_logits,
     token_rows,
 )
+from fastspec.distributed import resolve_group
 from fastspec.linalg import LinearOperator
 from fastspec.mode import MODEL_LOCK, check_mode, model_mode
 from fastspec.params import ParamSpec, select_parameters
@@ -116,6 +118,7 @@ class _ModelOperator(LinearOperator):
         batch_loss: BatchLoss | None = None,
         max_samples: int | None = None,
         allow_stochastic: bool = False,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -148,11 +151,18 @@ class _ModelOperator(LinearOperator):
         self.shape = (P, P)
         self.max_samples = max_samples
         self._batches = as_batches(data)
-        counts = []
-        for batch, n in self._raw_batches():  # one pass: count, and refuse NaN/inf early
-            check_finite(batch)
-            counts.append(n)
-        self.num_samples, self.num_batches = sum(counts), len(counts)
+        counts: list[int] = []
+
+        def count() -> int:
+            for batch, n in self._raw_batches():  # one pass: count, and refuse NaN/inf early
+                check_finite(batch)
+                counts.append(n)
+            return sum(counts)
+
+        # under a process group: this rank's shard, N summed over ranks (data_parallel.py)
+        self.process_group: Any = resolve_group(process_group)
+        self.num_samples = count_across_ranks(self, count)
+        self.local_samples, self.num_batches = sum(counts), len(counts)
         if self.num_samples == 0:
             raise ValueError("data is empty: it yielded no samples")
         self.num_matvecs = 0
@@ -278,11 +288,20 @@ class _ModelOperator(LinearOperator):
         return out
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """Apply the operator to ``V`` [P, B]: one pass over the data.
+        """Apply the operator to ``V`` [P, B]: :meth:`local_matmat` summed over ranks.
 
-        The block is handled as ``B`` rows of length ``P``: when ``V`` is the transpose of a
-        contiguous ``[B, P]`` tensor (eigsh's basis rows) nothing is copied, and the result is
-        the transpose of a contiguous ``[B, P]`` tensor.
+        One process: :meth:`local_matmat` itself. Under a process group: one all-reduce of it,
+        the full-data product on every rank.
+        """
+        return reduce_product(self, self.local_matmat(V))
+
+    def local_matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """This rank's term of the product with ``V`` [P, B]: one pass over its data.
+
+        Weighted by the total sample count, so that the sum over ranks is the full-data
+        product. The block is handled as ``B`` rows of length ``P``: when ``V`` is the
+        transpose of a contiguous ``[B, P]`` tensor (eigsh's basis rows) nothing is copied, and
+        the result is the transpose of a contiguous ``[B, P]`` tensor.
         """
         P = self.shape[0]
         if not isinstance(V, torch.Tensor) or V.dim() != 2 or V.shape[0] != P:
@@ -293,6 +312,7 @@ class _ModelOperator(LinearOperator):
                 f"V must be {self.dtype} on {self.device}, got {V.dtype} on {V.device}"
             )
         B = V.shape[1]
+        agree_on_block(self, B)
         out = torch.zeros(B, P, dtype=self.dtype, device=self.device)
         if B > 0:
             with model_mode(self.model, self.mode), _differentiable_kernels():
@@ -450,7 +470,7 @@ class _TwoMethods(_ModelOperator):
             return self._graphs[index]
         if self.graph_cached is None:  # decide once, from the first batch's saved tensors
             probe = saved_bytes(lambda: self._new_graph(batch, n)) + nbytes(self._theta)
-            self.graph_cached = probe * self.num_samples / n <= GRAPH_CACHE_BYTES
+            self.graph_cached = probe * self.local_samples / n <= GRAPH_CACHE_BYTES
         graph = self._new_graph(batch, n)
         if self.graph_cached and index == len(self._graphs):
             self._graphs.append(graph)
@@ -514,6 +534,11 @@ class HessianOperator(_TwoMethods):
             from the tensors autograd saves for the first batch, is at most
             ``GRAPH_CACHE_BYTES`` (2 GiB) in all; ``True`` always, ``False`` never. The data
             are then read once, on the first product. ``graph_cached`` records the outcome.
+        process_group: a ``torch.distributed`` group, or ``None``: the default group when it
+            is initialised with more than one rank. Under a group, ``data`` is this rank's
+            shard, ``num_samples`` counts all ranks' samples (``local_samples`` this rank's),
+            ``max_samples`` limits this rank's shard, and every product is the full-data one
+            (:mod:`fastspec.curvature.data_parallel`).
     """
 
     FORWARD = "forward_over_reverse"
@@ -534,6 +559,7 @@ class HessianOperator(_TwoMethods):
         max_samples: int | None = None,
         allow_stochastic: bool = False,
         cache_graph: bool | None = None,
+        process_group: Any = None,
     ) -> None:
         check_choice("hvp", hvp, ("auto", "double_backward", self.FORWARD, FINITE))
         finite = hvp == FINITE
@@ -545,6 +571,7 @@ class HessianOperator(_TwoMethods):
             model, loss_fn, data, method=self.FORWARD if finite else hvp,
             cache_graph=None if finite else cache_graph, params=params, mode=mode, dtype=dtype,
             batch_loss=batch_loss, max_samples=max_samples, allow_stochastic=allow_stochastic,
+            process_group=process_group,
         )  # fmt: skip
         self.error_estimates: list[float] = []
         if finite:
