@@ -10,7 +10,8 @@ import torch
 from curvature_models import batches, dense_hessian, make_data, make_model, rel_err
 from torch import nn
 
-from fastspec.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator, operators
+from fastspec.curvature import EmpiricalFisherOperator, GGNOperator, HessianOperator, model_operator
+from fastspec.curvature.hessian import GradientGraph
 
 TOL = 1e-10
 
@@ -81,14 +82,14 @@ def test_auto_caches_within_the_budget_only(monkeypatch: pytest.MonkeyPatch) -> 
         return op._theta
 
     probe = HessianOperator(model, loss, data)
-    per_batch = operators.saved_bytes(
-        lambda: operators.GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
-    ) + operators.nbytes(theta(probe))
+    per_batch = model_operator.saved_bytes(
+        lambda: GradientGraph(lambda t: probe._batch_loss(t, data[0], 8), theta(probe))
+    ) + model_operator.nbytes(theta(probe))
     assert per_batch >= x[:8].numel() * 8  # at least the first layer's saved input
     v = torch.randn(probe.shape[0], 2, dtype=torch.float64)
     oracle = dense_hessian(model, loss, x, y) @ v
     for budget, cached in [(3 * per_batch, True), (3 * per_batch - 1, False)]:
-        monkeypatch.setattr(operators, "GRAPH_CACHE_BYTES", budget)
+        monkeypatch.setattr(model_operator, "GRAPH_CACHE_BYTES", budget)
         op = HessianOperator(model, loss, data, hvp="double_backward")
         assert op.graph_cached is None
         assert rel_err(op.matmat(v), oracle) < TOL
