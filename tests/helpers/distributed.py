@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +39,12 @@ def run_ranks(
     ``fn`` must be a module-level function (it is pickled into spawned processes). A rank that
     raises fails the call with that rank's traceback; a run past ``timeout`` seconds is killed.
     """
+    # the spawned ranks unpickle fn by its module name (tests.<...>): the repository root must be
+    # on their path, appended after site-packages so that an installed fastspec is not shadowed
+    # by the source tree (spawned processes take the parent's sys.path before unpickling)
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.append(root)
     ctx = mp.get_context("spawn")
     q = ctx.SimpleQueue()
     with tempfile.TemporaryDirectory() as tmp:
