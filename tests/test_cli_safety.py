@@ -322,7 +322,7 @@ def test_signals_stop_cleanly(user: Path, sig: str, when: str, code: int) -> Non
         (["--seed", "-1"], "expected a seed in [0, 2**63)"),
         (["--seed", str(2**70)], "expected a seed in [0, 2**63)"),
         (["--seed", "1.5"], "expected an integer seed"),
-        (["--model", "."], "'.' is not a regular file"),
+        (["--model", "."], "--model: . has no config.json"),
     ],
 )
 def test_bad_options_are_one_line(
