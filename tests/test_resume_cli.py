@@ -128,7 +128,7 @@ def test_stopped_run_saves_and_resumes_to_the_same_report(
 
 
 @pytest.mark.xfail(
-    reason="since the torchrun launch wraps the command, the killed run leaves no manifest",
+    reason="after the merge the killed CLI run leaves no eigsh manifest: not yet diagnosed",
     strict=False,
 )
 def test_killed_run_resumes_skipping_finished_steps(
