@@ -29,7 +29,12 @@ from torch import nn
 from fastspec._checks import AsDict, check_choice, check_float, check_int
 from fastspec.analysis import digits
 from fastspec.analysis._progress import JobProgress
-from fastspec.analysis.output import atomic_dir, check_target, plain, write_json
+from fastspec.analysis.output import (
+    check_target,
+    plain,
+    save_report,
+    write_report_files,
+)
 from fastspec.analysis.spread import count, spread
 from fastspec.stats import SpectrumFit, fit_spectrum
 
@@ -407,16 +412,13 @@ class FindingsReport:
         Returns:
             ``directory`` as a path.
         """
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            self.write_into(tmp)
-        return Path(directory)
+        return save_report(self, directory, overwrite)
 
     def write_into(self, directory: Path) -> None:
         """Write the report's files into the existing ``directory``."""
         from fastspec.analysis.plots import comparison_figure, fractions_figure
 
-        write_json(directory / "report.json", self.to_dict())
-        (directory / "summary.txt").write_text(self.summary() + "\n")
+        write_report_files(directory, self)
         rows = {r["key"]: r for r in self.rows()}
         for f in self.settings.rows:
             title = f"{f.paper}: {f.claim} ({rows[f.key]['verdict']}, {rows[f.key]['count']})"

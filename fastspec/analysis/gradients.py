@@ -38,7 +38,7 @@ from fastspec.analysis.hessian import (
     stage_checkpoint,
     try_fit,
 )
-from fastspec.analysis.output import atomic_dir, write_json
+from fastspec.analysis.output import save_report, write_report_files
 from fastspec.batches import SampleBatches
 from fastspec.checkpoint import Resume
 from fastspec.distributed import resolve_group, world
@@ -145,14 +145,11 @@ class GradientReport(AsDict):
         Write ``report.json``, ``summary.txt`` and (``plots``) ``covariance.png`` (rank plot and
         CCDF with the fit) and ``tails.png`` (fractions passing each test) atomically.
         """
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            self.write_into(tmp, plots=plots)
-        return Path(directory)
+        return save_report(self, directory, overwrite, plots=plots)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
         """Write the report's files into an existing directory."""
-        write_json(directory / "report.json", self.to_dict())
-        (directory / "summary.txt").write_text(self.summary() + "\n")
+        write_report_files(directory, self)
         if plots:
             from fastspec.analysis import plots as P
 

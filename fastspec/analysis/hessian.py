@@ -29,7 +29,7 @@ from torch import nn
 
 from fastspec._checks import AsDict, check_bool, check_choice, check_float, check_int
 from fastspec.analysis._progress import PairsBar, note
-from fastspec.analysis.output import atomic_dir, read_json, write_json
+from fastspec.analysis.output import read_json, save_report, write_report_files
 from fastspec.batches import as_batches
 from fastspec.checkpoint import (
     Checkpoint,
@@ -193,9 +193,7 @@ class HessianReport(AsDict):
         Returns:
             The directory.
         """
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            self.write_into(tmp, plots=plots)
-        return Path(directory)
+        return save_report(self, directory, overwrite, plots=plots)
 
     def write_into(self, directory: Path, *, plots: bool = True) -> None:
         """Write the report's files into an existing directory.
@@ -203,8 +201,7 @@ class HessianReport(AsDict):
         Write the report's files into an existing directory (used by :meth:`save` and by reports
         that contain this one).
         """
-        write_json(directory / "report.json", self.to_dict())
-        (directory / "summary.txt").write_text(self.summary() + "\n")
+        write_report_files(directory, self)
         if plots:
             from fastspec.analysis import plots as P
 

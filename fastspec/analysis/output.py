@@ -310,3 +310,16 @@ def atomic_dir(target: str | os.PathLike[str], *, overwrite: bool = False) -> It
                 except OSError:
                     break
         raise
+
+
+def save_report(report: Any, directory: str | os.PathLike[str], overwrite: bool, **kw: Any) -> Path:
+    """``report.write_into(tmp, **kw)`` inside :func:`atomic_dir`: every report's ``save``."""
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        report.write_into(tmp, **kw)
+    return Path(directory)
+
+
+def write_report_files(directory: Path, report: Any) -> None:
+    """``report.json`` (``report.to_dict()``) and ``summary.txt`` (``report.summary()``)."""
+    write_json(directory / "report.json", report.to_dict())
+    (directory / "summary.txt").write_text(report.summary() + "\n")

@@ -41,7 +41,12 @@ from fastspec.analysis.hessian import (
     pipeline_checkpoint,
     stage_checkpoint,
 )
-from fastspec.analysis.output import atomic_dir, check_target, plain, write_json
+from fastspec.analysis.output import (
+    check_target,
+    plain,
+    save_report,
+    write_report_files,
+)
 from fastspec.analysis.spread import Spread, count, spread
 from fastspec.analysis.summary import decision
 from fastspec.analysis.tracker import SpectrumTracker
@@ -363,16 +368,13 @@ class RunReport:
         Returns:
             ``directory`` as a path.
         """
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            self.write_into(tmp)
-        return Path(directory)
+        return save_report(self, directory, overwrite)
 
     def write_into(self, directory: Path) -> None:
         """Write the report's files into the existing ``directory``."""
         from fastspec.analysis.plots import comparison_figure
 
-        write_json(directory / "report.json", self.to_dict())
-        (directory / "summary.txt").write_text(self.summary() + "\n")
+        write_report_files(directory, self)
         panels = []
         for name in self.settings.models:
             curves = [

@@ -20,7 +20,7 @@ from torch import nn
 
 from fastspec._checks import check_int, to_plain
 from fastspec.analysis.hessian import HessianReport, analyze_hessian
-from fastspec.analysis.output import atomic_dir, write_json
+from fastspec.analysis.output import save_report, write_json
 from fastspec.params import select_parameters
 
 __all__ = ["SpectrumTracker"]
@@ -165,9 +165,7 @@ class SpectrumTracker:
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write ``report.json`` and ``curves.png`` into ``directory`` atomically."""
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            self.write_into(tmp)
-        return Path(directory)
+        return save_report(self, directory, overwrite)
 
     def write_into(
         self, directory: Path, *, plots: bool = True, title: str = "", xlabel: str = "step"

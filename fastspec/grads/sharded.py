@@ -277,10 +277,22 @@ def _unpack(tensors: list[torch.Tensor], spec: list[Any]) -> Chunks:
     return chunks
 
 
-class _DataParallel(LinearOperator):
-    """``matmat`` is the all-reduce of ``local_matmat`` (a replicated result on every rank)."""
+class _ShardedGram(LinearOperator):
+    """U ↦ K U (K the (centred) Gram / N) over sharded samples.
 
-    process_group: Any
+    ``matmat`` is the all-reduce of ``local_matmat`` (a replicated result on every rank).
+
+    Args:
+        sharded: the sharded gradients.
+        center: apply H K H (H = I − 11ᵀ/N) instead of K.
+    """
+
+    def __init__(self, sharded: ShardedGradients, *, center: bool) -> None:
+        self.sharded, self.center = sharded, center
+        N = sharded.num_samples
+        self.shape = (N, N)
+        self.dtype, self.device = sharded.dtype, sharded.device
+        self.process_group = sharded.group
 
     def local_matmat(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """This rank's unreduced share of ``A V`` [N, B] for the full ``V`` [N, B]."""
@@ -297,20 +309,13 @@ def _centred(V: torch.Tensor, center: bool) -> torch.Tensor:
     return V - V.mean(0, keepdim=True) if center else V
 
 
-class BlockGramOperator(_DataParallel):
+class BlockGramOperator(_ShardedGram):
     """U ↦ K U (K the (centred) Gram / N) from the blocks each rank computed.
 
     Args:
         sharded: the sharded gradients, after :meth:`ShardedGradients.compute_blocks`.
         center: apply H K H (H = I − 11ᵀ/N) instead of K.
     """
-
-    def __init__(self, sharded: ShardedGradients, *, center: bool) -> None:
-        self.sharded, self.center = sharded, center
-        N = sharded.num_samples
-        self.shape = (N, N)
-        self.dtype, self.device = sharded.dtype, sharded.device
-        self.process_group = sharded.group
 
     def local_matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Rows and (by symmetry) columns of this rank's blocks applied to ``V`` [N, B]."""
@@ -324,20 +329,8 @@ class BlockGramOperator(_DataParallel):
         return _centred(out, self.center).div_(self.shape[0])
 
 
-class ShardedGramOperator(_DataParallel):
-    """U ↦ K U (K the (centred) Gram / N) from each rank's factors, without any N × N matrix.
-
-    Args:
-        sharded: the sharded gradients.
-        center: apply H K H (H = I − 11ᵀ/N) instead of K.
-    """
-
-    def __init__(self, sharded: ShardedGradients, *, center: bool) -> None:
-        self.sharded, self.center = sharded, center
-        N = sharded.num_samples
-        self.shape = (N, N)
-        self.dtype, self.device = sharded.dtype, sharded.device
-        self.process_group = sharded.group
+class ShardedGramOperator(_ShardedGram):
+    """U ↦ K U (K the (centred) Gram / N) from each rank's factors, without any N × N matrix."""
 
     def local_matmat(self, V: torch.Tensor) -> torch.Tensor:
         """This rank's rows G_r (Gᵀ V) / N (zeros elsewhere); Gᵀ V takes one all-reduce."""

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from fastspec.checkpoint import Checkpoint, CheckpointError
-from fastspec.linalg import LinearOperator, eigsh, trace
+from fastspec.linalg import eigsh, trace
 from tests.helpers.distributed import run_ranks
+from tests.helpers.stopping import Stopping
 
 P, K = 201, 6
 KW: dict[str, Any] = {"tol": 1e-8, "block_size": 2, "max_basis": 20, "seed": 3}
@@ -25,34 +26,20 @@ def _matrix() -> torch.Tensor:
     return (Q * evals) @ Q.T
 
 
-class _Stopping(LinearOperator):
-    """The same matrix on every rank; raises after ``after`` products (on every rank alike)."""
-
-    def __init__(self, A: torch.Tensor, after: int | None) -> None:
-        self.shape, self.dtype, self.device = (P, P), A.dtype, A.device
-        self.A, self.after, self.count = A, after, 0
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.count += V.shape[1]
-        if self.after is not None and self.count > self.after:
-            raise RuntimeError("stop")
-        return self.A @ V
-
-
 def _stop_and_resume(rank: int, world_size: int, directory: str) -> dict[str, Any]:
     A = _matrix()
     ref = eigsh(A, K, return_eigenvectors=True, **KW)
     cp = Checkpoint(directory, every_seconds=None, every_products=6)
     try:
-        eigsh(_Stopping(A, 30), K, checkpoint=cp, **KW, return_eigenvectors=True)
+        eigsh(Stopping(A, 30), K, checkpoint=cp, **KW, return_eigenvectors=True)
     except RuntimeError:
         pass
-    op = _Stopping(A, None)
+    op = Stopping(A, None)
     res = eigsh(op, K, checkpoint=cp, resume=True, return_eigenvectors=True, **KW)
     tr_ref = trace(A, num_matvecs=30, seed=1, block_size=4)
     tcp = Checkpoint(Path(directory) / "trace", every_seconds=None, every_products=4)
     try:
-        trace(_Stopping(A, 17), num_matvecs=30, seed=1, block_size=4, checkpoint=tcp)
+        trace(Stopping(A, 17), num_matvecs=30, seed=1, block_size=4, checkpoint=tcp)
     except RuntimeError:
         pass
     tr = trace(A, num_matvecs=30, seed=1, block_size=4, checkpoint=tcp, resume=True)

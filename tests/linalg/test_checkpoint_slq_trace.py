@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fastspec.checkpoint import Checkpoint, CheckpointError
-from fastspec.linalg import LinearOperator, slq, trace
+from fastspec.linalg import slq, trace
+from tests.helpers.stopping import Stopping
 
 P = 120
 
@@ -18,20 +19,6 @@ def matrix() -> torch.Tensor:
     gen = torch.Generator().manual_seed(5)
     X = torch.randn(P, P, generator=gen, dtype=torch.float64)
     return X @ X.T / P
-
-
-class Stopping(LinearOperator):
-    """``A`` that raises after ``after`` products (a stand-in for a kill)."""
-
-    def __init__(self, A: torch.Tensor, after: int | None) -> None:
-        self.shape, self.dtype, self.device = (P, P), A.dtype, A.device
-        self.A, self.after, self.count = A, after, 0
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.count += V.shape[1]
-        if self.after is not None and self.count > self.after:
-            raise RuntimeError("stop")
-        return self.A @ V
 
 
 def cp(path: Path) -> Checkpoint:
