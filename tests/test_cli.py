@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from fastspec.analysis import HessianReport
 from fastspec.cli import main
 from fastspec.stats import PowerLaw, fit_spectrum, gof_pvalue
+from tests.helpers.user_module import user_module
 
 USER_MODULE = """
 import torch
@@ -42,10 +42,7 @@ not_a_model = 3
 
 @pytest.fixture
 def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "usermod.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return user_module(tmp_path, monkeypatch, USER_MODULE)
 
 
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str], match: str) -> None:

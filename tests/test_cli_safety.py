@@ -8,7 +8,6 @@ import argparse
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from fastspec.analysis.fit import fit_values
 from fastspec.analysis.loading import SpecError, load_model
 from fastspec.analysis.output import MARKER, claimed
 from fastspec.cli import main
+from tests.helpers.user_module import user_module
 
 USER_MODULE = """
 import os
@@ -103,10 +103,7 @@ class Payload:
 
 @pytest.fixture
 def user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "usermod.py").write_text(textwrap.dedent(USER_MODULE))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    return user_module(tmp_path, monkeypatch, USER_MODULE)
 
 
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], match: str, code: int = 2) -> None:
