@@ -130,6 +130,7 @@ def _hessian(args: argparse.Namespace) -> int:
         report = analyze_hessian(
             model, loss_fn, data, k=args.k, tol=args.tol, dtype=dtype, params=args.params,
             mode=args.mode, max_samples=args.max_samples if run.world_size == 1 else None,
+            eigenvalues=args.eigenvalues, slq_runs=args.slq_runs, slq_nodes=args.slq_nodes,
             trace_matvecs=args.trace_matvecs, seed=args.seed, label=args.label,
             density_probes=None if args.no_density else args.density_probes,
             progress=not args.no_progress and run.is_root, **_checkpoint(args),
@@ -292,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_user_problem(p, out="fastspec_hessian")
     p.add_argument("--k", type=_positive_int, default=100, help="top eigenvalues (default 100)")
     p.add_argument("--tol", type=float, default=1e-6, help="eigsh residual tolerance")
+    p.add_argument("--eigenvalues", choices=("eigsh", "slq"), default="eigsh",
+                   help="eigsh: certified top-k eigenpairs (default); slq: P1's protocol for "
+                   "language models, the Ritz values of --slq-runs SLQ runs of --slq-nodes "
+                   "nodes pooled, top k kept (not certified; with --params for a layer)")  # fmt: skip
+    p.add_argument("--slq-runs", type=_positive_int, default=3, help="with --eigenvalues slq (3)")
+    p.add_argument("--slq-nodes", type=_positive_int, default=1000,
+                   help="with --eigenvalues slq: nodes per run (1000)")  # fmt: skip
     p.add_argument("--trace-matvecs", type=_positive_int, default=99, help="Hutch++ products")
     p.add_argument("--density-probes", type=_positive_int, default=4, help="SLQ probes")
     p.add_argument("--no-density", action="store_true", help="skip the SLQ density")

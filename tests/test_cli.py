@@ -112,6 +112,15 @@ def test_hessian_and_gradients_of_a_user_model(
     np.testing.assert_allclose(HessianReport.load(user / "h3").eigenvalues, ev, rtol=1e-8)
     assert not (user / "h2" / "spectrum.png").exists()
 
+    # P1's LLM protocol: the pooled Ritz values of SLQ runs, here the first layer only
+    argv = ["hessian", *common, "--k", "6", "--out", "h4", "--eigenvalues", "slq", "--slq-runs",
+            "2", "--slq-nodes", "20", "--params", "^0\\.", "--no-plots", "--no-density"]  # fmt: skip
+    assert main(argv) == 0
+    slq_rep = HessianReport.load(user / "h4")
+    assert slq_rep.settings["eigenvalues"] == "slq" and slq_rep.matvecs["eigsh"] == 40
+    assert slq_rep.settings["slq_nodes"] == 20 and np.isnan(slq_rep.residuals).all()
+    assert "SLQ runs × 20 nodes pooled" in capsys.readouterr().out
+
     args = ["gradients", *common, "--k", "6", "--batch-size", "6", "--steps", "8"]
     assert main([*args, "--coordinates", "10", "--out", "g"]) == 0
     g = json.loads((user / "g" / "report.json").read_text())

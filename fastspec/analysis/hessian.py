@@ -42,7 +42,15 @@ from fastspec.checkpoint import (
 )
 from fastspec.curvature.operators import HessianOperator
 from fastspec.distributed import world
-from fastspec.linalg import ConvergenceWarning, SLQResult, TraceResult, eigsh, slq, trace
+from fastspec.linalg import (
+    ConvergenceWarning,
+    SLQResult,
+    TraceResult,
+    eigsh,
+    pooled_ritz_values,
+    slq,
+    trace,
+)
 from fastspec.stats import SpectrumFit, fit_eigengaps, fit_spectrum
 from fastspec.stats.inputs import check_level
 
@@ -230,6 +238,57 @@ def load_report(cls: Any, path: str | os.PathLike[str]) -> Any:
 Loss = Callable[..., torch.Tensor]
 
 
+@dataclass
+class _Top:
+    """The top-k step of :func:`analyze_hessian`, by either method."""
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    converged: np.ndarray
+    num_matvecs: int
+    settings: dict[str, Any]
+    notes: list[str]
+
+
+def _certified(op: HessianOperator, k: int, **kw: Any) -> _Top:
+    """The top ``k`` by eigsh, each pair certified; its ConvergenceWarnings become notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        eig = eigsh(op, k, **kw)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            notes.append(f"eigsh: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return _Top(
+        eig.eigenvalues.detach().cpu().double().numpy(),
+        eig.residuals.detach().cpu().double().numpy(),
+        eig.converged.detach().cpu().numpy().astype(bool),
+        eig.num_matvecs,
+        {"block_size": eig.block_size, "max_basis": eig.max_basis,
+         "num_restarts": eig.num_restarts},
+        notes,
+    )  # fmt: skip
+
+
+def _pooled_slq(
+    op: HessianOperator, k: int, runs: int, nodes: int, seed: int, checkpoint: Any, resume: Any
+) -> _Top:
+    """P1's LLM protocol: ``runs`` SLQ runs of ``nodes`` nodes, Ritz values pooled, top ``k``."""
+    pool = slq(op, num_probes=runs, num_steps=nodes, seed=seed, checkpoint=checkpoint,
+               resume=resume)  # fmt: skip
+    note = f"eigenvalues: the top {k} of {runs} SLQ runs' pooled Ritz values (P1's LLM protocol)"
+    return _Top(
+        pooled_ritz_values(pool, k).numpy(),
+        np.full(k, np.nan),  # Ritz values of SLQ runs carry no residual: not certified
+        np.zeros(k, dtype=bool),
+        pool.num_matvecs,
+        {"block_size": None, "max_basis": None, "num_restarts": None},
+        [note + ": not certified"],
+    )
+
+
 def analyze_hessian(
     model: nn.Module,
     loss_fn: Loss | None,
@@ -245,6 +304,9 @@ def analyze_hessian(
     max_samples: int | None = None,
     block_size: int | None = None,
     max_basis: int | None = None,
+    eigenvalues: str = "eigsh",
+    slq_runs: int = 3,
+    slq_nodes: int = 1000,
     alpha: float = 0.05,
     trace_matvecs: int | None = 99,
     trace_method: str = "hutch++",
@@ -278,6 +340,16 @@ def analyze_hessian(
         max_samples: use only the first ``max_samples`` samples of ``data``.
         block_size: eigsh's block size (default: its choice).
         max_basis: eigsh's largest basis (default: its choice).
+        eigenvalues: ``"eigsh"`` (default): the top ``k`` eigenpairs by block Lanczos, each
+            certified by its residual. ``"slq"``: P1's protocol for language models
+            (``methods.md`` §1): ``slq_runs`` stochastic-Lanczos-quadrature runs of ``slq_nodes``
+            nodes, their Ritz values pooled, sorted and the top ``k`` kept
+            (:func:`~fastspec.linalg.pooled_ritz_values`). It takes ``slq_runs · slq_nodes``
+            products whatever ``k`` is, but its values are not certified (residuals NaN,
+            converged False), and an eigenvalue found by every run appears once per run, as in
+            the paper.
+        slq_runs: the ``"slq"`` protocol's runs (P1: 3).
+        slq_nodes: Lanczos nodes per run (P1: 1000; at most P).
         alpha: level of the KS decisions.
         trace_matvecs: products for Tr(H) (None: no trace).
         trace_method: ``"hutch++"`` or ``"hutchinson"``.
@@ -304,6 +376,9 @@ def analyze_hessian(
     """
     k = check_int("k", k, minimum=2)
     tol = check_float("tol", tol, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    eigenvalues = check_choice("eigenvalues", eigenvalues, ("eigsh", "slq"))
+    slq_runs = check_int("slq_runs", slq_runs, minimum=1)
+    slq_nodes = check_int("slq_nodes", slq_nodes, minimum=1)
     alpha = check_level(alpha)
     trace_matvecs = check_int("trace_matvecs", trace_matvecs, minimum=1, none_ok=True)
     trace_method = check_choice("trace_method", trace_method, ("hutch++", "hutchinson"))
@@ -319,6 +394,12 @@ def analyze_hessian(
     P = op.shape[0]
     if not 2 <= k < P:
         raise ValueError(f"k must satisfy 2 <= k < P = {P} (the number of parameters), got {k}")
+    nodes = min(slq_nodes, P)
+    if eigenvalues == "slq" and k > slq_runs * nodes:
+        raise ValueError(
+            f"k must be at most slq_runs · slq_nodes = {slq_runs} · {nodes} (the pooled Ritz "
+            f"values), got {k}"
+        )
     cp, stage_resume = open_checkpoint(
         checkpoint, resume, model=model, names=op.param_names, data=data,
         num_samples=op.num_samples, mode=mode, dtype=str(op.dtype), hvp=hvp,
@@ -330,27 +411,27 @@ def analyze_hessian(
     timings: dict[str, float] = {}
     matvecs: dict[str, int] = {}
 
-    note(f"{label}: top-{k} Hessian eigenpairs (P = {P:,})", enabled=progress)
     t = time.perf_counter()
-    bar = PairsBar(k, f"{label}: eigsh") if progress else None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    if eigenvalues == "slq":
+        note(f"{label}: P1's LLM protocol, {slq_runs} SLQ runs × {nodes} nodes (P = {P:,})",
+             enabled=progress)  # fmt: skip
+        top = _pooled_slq(op, k, slq_runs, nodes, seed, stage_checkpoint(cp, "eigenvalues"),
+                          stage_resume)  # fmt: skip
+    else:
+        note(f"{label}: top-{k} Hessian eigenpairs (P = {P:,})", enabled=progress)
+        bar = PairsBar(k, f"{label}: eigsh") if progress else None
         try:
-            eig = eigsh(
+            top = _certified(
                 op, k, tol=tol, block_size=block_size, max_basis=max_basis, seed=seed,
                 progress=bar or False, checkpoint=stage_checkpoint(cp, "eigsh"), resume=stage_resume,
             )  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            notes.append(f"eigsh: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     timings["eigsh"] = time.perf_counter() - t
-    matvecs["eigsh"] = eig.num_matvecs
-    ev = eig.eigenvalues.detach().cpu().double().numpy()
+    matvecs["eigsh"] = top.num_matvecs
+    notes += top.notes
+    ev, residuals, converged = top.eigenvalues, top.residuals, top.converged
 
     t = time.perf_counter()
     spectrum_fit = try_fit(fit_spectrum, ev, alpha, "eigenvalues", notes)
@@ -397,9 +478,10 @@ def analyze_hessian(
         "params": params if isinstance(params, str) or params is None else "custom",
         "hvp_method": op.method,
         "graph_cached": op.graph_cached,
-        "block_size": eig.block_size,
-        "max_basis": eig.max_basis,
-        "num_restarts": eig.num_restarts,
+        "eigenvalues": eigenvalues,
+        "slq_runs": slq_runs if eigenvalues == "slq" else None,
+        "slq_nodes": nodes if eigenvalues == "slq" else None,
+        **top.settings,
         "trace_method": None if tr is None else tr.method,
         "density_probes": density_probes,
         "density_steps": None if dens is None else min(density_steps, P),
@@ -407,8 +489,8 @@ def analyze_hessian(
     return HessianReport(
         label=label,
         eigenvalues=ev,
-        residuals=eig.residuals.detach().cpu().double().numpy(),
-        converged=eig.converged.detach().cpu().numpy().astype(bool),
+        residuals=residuals,
+        converged=converged,
         spectrum_fit=spectrum_fit,
         eigengap_fit=eigengap_fit,
         trace=tr,

@@ -34,16 +34,28 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def _top_line(report: HessianReport) -> str:
+    st, t, m, k = report.settings, report.timings, report.matvecs, report.k
+    cost = f"{m['eigsh']:,} HVPs, {_fmt_seconds(t['eigsh'])}"
+    if st.get("eigenvalues") == "slq":
+        return (
+            f"  top-{k} eigenvalues: {st['slq_runs']} SLQ runs × {st['slq_nodes']} nodes pooled "
+            f"(P1's LLM protocol; not certified), {cost}"
+        )
+    return (
+        f"  top-{k} eigenpairs: {int(report.converged.sum())}/{k} converged "
+        f"(max residual {float(report.residuals.max()):.1e}, tol {st['tol']:g}), {cost}"
+    )
+
+
 def hessian_summary(report: HessianReport) -> str:
     """The multi-line console summary of a :class:`HessianReport`."""
     st: dict[str, Any] = report.settings
-    t, m = report.timings, report.matvecs
+    t = report.timings
     lines = [
         f"{report.label}: Hessian of the loss over N = {st['num_samples']:,} samples, "
         f"P = {st['num_params']:,} parameters ({st['dtype']}, {st['device']})",
-        f"  top-{report.k} eigenpairs: {int(report.converged.sum())}/{report.k} converged "
-        f"(max residual {float(report.residuals.max()):.1e}, tol {st['tol']:g}), "
-        f"{m['eigsh']:,} HVPs, {_fmt_seconds(t['eigsh'])}",
+        _top_line(report),
         f"  lambda_1 = {report.lambda_max:.5g}, lambda_K = {float(report.eigenvalues[-1]):.5g}",
     ]
     if report.trace is not None:

@@ -155,3 +155,50 @@ def test_reports_saved_with_a_nested_density_curve_still_load(report: HessianRep
         "sigma": d.pop("density_sigma"),
     }  # fmt: skip
     assert HessianReport.from_dict(d).to_dict() == report.to_dict()
+
+
+def test_slq_protocol_pools_each_runs_full_spectrum(problem: tuple, tmp_path: Path) -> None:
+    """With as many nodes as parameters every SLQ run finds every eigenvalue: the pooled top
+    3·m are the dense top m, each once per run (P1's LLM protocol, not deduplicated)."""
+    model, loss, data = problem
+    r = analyze_hessian(
+        model, loss, data, k=30, eigenvalues="slq", slq_runs=3, slq_nodes=500,
+        trace_matvecs=None, density_probes=None, seed=2, **OPTS,
+    )  # fmt: skip
+    P = r.settings["num_params"]
+    H = dense_hessian(model, loss, *data)
+    top = torch.linalg.eigvalsh(H).flip(0)[:10].numpy()
+    np.testing.assert_allclose(r.eigenvalues, np.repeat(top, 3), rtol=1e-8, atol=1e-10)
+    assert np.isnan(r.residuals).all() and not r.converged.any()
+    assert (r.settings["eigenvalues"], r.settings["slq_runs"], r.settings["slq_nodes"]) == (
+        "slq", 3, P,
+    )  # fmt: skip
+    assert r.matvecs["eigsh"] == 3 * P
+    assert "not certified" in r.summary() and any("not certified" in n for n in r.notes)
+    assert r.spectrum_fit == fit_spectrum(r.eigenvalues)
+    back = HessianReport.load(r.save(tmp_path / "rep", plots=False))
+    np.testing.assert_array_equal(back.eigenvalues, r.eigenvalues)
+    assert np.isnan(back.residuals).all()
+
+
+def test_slq_protocol_finds_the_top_eigenvalue_in_every_run(problem: tuple) -> None:
+    model, loss, data = problem
+    r = analyze_hessian(
+        model, loss, data, k=3, eigenvalues="slq", slq_nodes=30, trace_matvecs=None,
+        density_probes=None, **OPTS,
+    )  # fmt: skip
+    lam1 = float(torch.linalg.eigvalsh(dense_hessian(model, loss, *data))[-1])
+    np.testing.assert_allclose(r.eigenvalues, [lam1] * 3, rtol=1e-8)
+    assert r.matvecs["eigsh"] == 3 * 30
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"eigenvalues": "lanczos"}, "eigenvalues must be one of"),
+     ({"eigenvalues": "slq", "slq_runs": 1, "slq_nodes": 5}, r"k must be at most slq_runs · slq_nodes = 1 · 5"),
+     ({"eigenvalues": "slq", "slq_runs": 0}, "slq_runs must be >= 1")],
+)  # fmt: skip
+def test_bad_slq_protocol_settings(problem: tuple, kw: dict, match: str) -> None:
+    model, loss, data = problem
+    with pytest.raises(ValueError, match=match):
+        analyze_hessian(model, loss, data, k=10, **kw, **OPTS)
