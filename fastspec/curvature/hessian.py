@@ -45,7 +45,8 @@ class HessianOperator(TwoMethods):
             (batch statistics; stochastic layers refused unless ``allow_stochastic``).
         dtype: compute dtype (default: the parameters'); float64 for exact spectra.
         hvp: ``"auto"``, ``"double_backward"`` or ``"forward_over_reverse"`` (exact; the choice
-            is in ``method``), or ``"finite_difference"``: central differences of two gradients
+            is in ``method``; ``"auto"`` times both on the first block, so fix one where runs
+            must agree bitwise), or ``"finite_difference"``: central differences of two gradients
             with the memory of one training step (:mod:`fastspec.curvature.finite_difference`;
             ``error_estimates`` holds the relative error estimate of each vector of the first
             block).
