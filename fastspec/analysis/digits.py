@@ -141,6 +141,12 @@ MODELS: dict[str, Callable[[], nn.Module]] = {"fcn": fcn, "lenet": lenet}
 REPRODUCIBLE_HVP = "double_backward"
 
 
+#: a final train error at or above this means training failed (chance on the 10 digits is 90 %):
+#: P1's recipe (lr 0.1, momentum 0.9) leaves LeNet at chance in some seeds
+#: (benchmarks/results/fastspec_run.md)
+NOT_LEARNED = 0.8
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What training did and reached.
@@ -167,9 +173,14 @@ class TrainResult:
     test_error: float
     seconds: float
 
+    @property
+    def learned(self) -> bool:
+        """Whether the model learned at all: final train error below :data:`NOT_LEARNED`."""
+        return self.train_error < NOT_LEARNED
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
-        return asdict(self)
+        return {**asdict(self), "learned": self.learned}
 
 
 @torch.no_grad()

@@ -258,7 +258,7 @@ def _certified(op: HessianOperator, k: int, **kw: Any) -> _Top:
     notes = []
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
-            notes.append(f"eigsh: {w.message}")
+            notes.append(str(w.message))  # it starts with "eigsh:"
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return _Top(

@@ -232,23 +232,32 @@ class RunReport:
             }
         )
 
+    def not_learned(self, name: str) -> list[int]:
+        """The seeds in which model ``name``'s training failed (:attr:`TrainResult.learned`)."""
+        return [seed for seed, runs in self.runs.items() if not runs[name].training.learned]
+
+    def _stage_runs(self, name: str, stage: str) -> list[ModelRun]:
+        # a model left at chance is not "trained": its seeds stay out of the trained rows
+        runs = [r[name] for r in self.runs.values()]
+        return runs if stage == "random_init" else [m for m in runs if m.training.learned]
+
     def spreads(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Model → stage → measured number → its :class:`Spread` over seeds, as dicts.
 
         Each stage also has the :class:`Count` of seeds in which the eigenvalues
-        (``power_law``) and eigengaps (``gaps_power_law``) are power-law.
+        (``power_law``) and eigengaps (``gaps_power_law``) are power-law. The trained stages
+        count only the seeds in which the model learned (:meth:`not_learned` lists the others).
         """
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for name in self.settings.models:
             out[name] = {}
-            for stage in ("random_init", "trained"):
-                reps = [getattr(runs[name], stage) for runs in self.runs.values()]
-                out[name][stage] = _hessian_spread(reps)
             for stage, attr in (
                 ("random_init", "gradients_init"),
                 ("trained", "gradients_trained"),
             ):
-                greps = [getattr(runs[name], attr) for runs in self.runs.values()]
+                runs = self._stage_runs(name, stage)
+                out[name][stage] = _hessian_spread([getattr(m, stage) for m in runs])
+                greps = [getattr(m, attr) for m in runs]
                 if all(g is not None for g in greps):
                     out[name][f"gradients_{stage}"] = _gradient_spread(greps)
         return out
@@ -256,16 +265,16 @@ class RunReport:
     def findings(self) -> dict[str, dict[str, Any]]:
         """P1's first finding per model, counted over seeds.
 
-        In each seed it is read off the KS decisions: random init not power-law and trained
-        power-law (``shown``).
+        In each seed in which the model learned it is read off the KS decisions: random init
+        not power-law and trained power-law (``shown``).
         """
         out = {}
         for name in self.settings.models:
-            per_seed = [_finding_1(runs[name]) for runs in self.runs.values()]
-            c = count(per_seed)
+            c = count([_finding_1(m) for m in self._stage_runs(name, "trained")])
             out[name] = {
                 "p1_finding_1": f"shown in {c.text()}",
                 "shown": c.to_dict(),
+                "not_learned": self.not_learned(name),
                 "random_init": [decision(r[name].random_init.spectrum_fit)
                                 for r in self.runs.values()],
                 "trained": [decision(r[name].trained.spectrum_fit) for r in self.runs.values()],
@@ -301,6 +310,13 @@ class RunReport:
                     f"{_c(sp['gaps_power_law']):11}"
                 )
         lines.append("")
+        for name in s.models:
+            for seed in self.not_learned(name):
+                t = self.runs[seed][name].training
+                lines.append(
+                    f"  {name}, seed {seed}: training failed (train error {100 * t.train_error:.1f}%, "
+                    f"loss {t.train_loss:.3f}); left out of the trained rows and the counts"
+                )
         for name, f in self.findings().items():
             lines.append(
                 f"  P1 finding 1 (random init not power-law, trained power-law), {name}: "

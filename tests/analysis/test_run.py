@@ -87,6 +87,24 @@ def test_spreads_are_those_of_direct_calls(report: RunReport) -> None:
     assert f"shown in {sum(shown)} of 2 seeds" in report.summary()
 
 
+def test_a_seed_that_did_not_learn_is_left_out_of_the_trained_rows(report: RunReport) -> None:
+    assert all(r["fcn"].training.learned for r in report.runs.values())
+    assert report.not_learned("fcn") == []
+    runs = dict(report.runs)
+    failed = runs[4]["fcn"]
+    runs[4] = {"fcn": replace(failed, training=replace(failed.training, train_error=0.9))}
+    broken = replace(report, runs=runs)
+    assert broken.not_learned("fcn") == [4]
+    sp, full = broken.spreads()["fcn"], report.spreads()["fcn"]
+    assert sp["random_init"] == full["random_init"]  # every seed has a random init
+    assert sp["trained"]["lambda_max"]["values"] == [report.runs[3]["fcn"].trained.lambda_max]
+    assert sp["trained"]["power_law"]["of"] == 1
+    f = broken.findings()["fcn"]
+    assert f["shown"]["of"] == 1 and f["not_learned"] == [4]
+    assert "fcn, seed 4: training failed (train error 90.0%" in broken.summary()
+    assert broken.to_dict()["seeds"]["4"]["fcn"]["training"]["learned"] is False
+
+
 def test_report_json_keeps_every_seed(report: RunReport) -> None:
     d = report.to_dict()
     assert set(d["seeds"]) == {"3", "4"}
