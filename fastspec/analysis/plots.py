@@ -200,7 +200,8 @@ def comparison_figure(
     """
     plt = _pyplot()
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.0), squeeze=False)
+    entries = max(len(curves) for _, curves in panels) * 2  # the legends below: points and fit
+    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 4.0 + 0.22 * entries), squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels):
         for i, (label, values, fit) in enumerate(curves):
             rank_axes(ax, values, fit, label=label, color=f"C{i}", what=what)

@@ -394,11 +394,12 @@ class RunReport:
         panels = []
         for name in self.settings.models:
             curves = [
-                (f"{label}, seed {seed}", rep.eigenvalues, rep.spectrum_fit)
+                (f"{label}, seed {seed}{_failed(runs[name], stage)}", rep.eigenvalues,
+                 rep.spectrum_fit)
                 for label, stage in (("random init", "random_init"), ("trained", "trained"))
                 for seed, runs in self.runs.items()
                 for rep in (getattr(runs[name], stage),)
-            ]
+            ]  # fmt: skip
             params = self.models[name].num_params
             panels.append((f"{name} ({params:,} parameters), digits", curves))
         for seed, runs in self.runs.items():
@@ -426,6 +427,10 @@ def _write_model(directory: Path, name: str, m: ModelRun) -> None:
             title=f"{name}: top-{m.tracker.k} Hessian spectrum over training (dashed: d_c)",
             xlabel="epoch",
         )
+
+
+def _failed(m: ModelRun, stage: str) -> str:
+    return " (did not learn)" if stage == "trained" and not m.training.learned else ""
 
 
 def _finding_1(m: ModelRun) -> bool:
