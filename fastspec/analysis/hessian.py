@@ -278,14 +278,14 @@ def _pooled_slq(
     """P1's LLM protocol: ``runs`` SLQ runs of ``nodes`` nodes, Ritz values pooled, top ``k``."""
     pool = slq(op, num_probes=runs, num_steps=nodes, seed=seed, checkpoint=checkpoint,
                resume=resume)  # fmt: skip
-    note = f"eigenvalues: the top {k} of {runs} SLQ runs' pooled Ritz values (P1's LLM protocol)"
+    what = f"eigenvalues: the top {k} of {runs} SLQ runs' pooled Ritz values (P1's LLM protocol)"
     return _Top(
         pooled_ritz_values(pool, k).numpy(),
         np.full(k, np.nan),  # Ritz values of SLQ runs carry no residual: not certified
         np.zeros(k, dtype=bool),
         pool.num_matvecs,
         {"block_size": None, "max_basis": None, "num_restarts": None},
-        [note + ": not certified"],
+        [what + ": not certified"],
     )
 
 
