@@ -206,6 +206,7 @@ def _fit(args: argparse.Namespace) -> int:
     report = fit_values(
         load_values(args.file), method=args.method, k=args.k, alpha=args.alpha, gof=args.gof,
         n_boot=args.n_boot, seed=args.seed, discrete=args.discrete,
+        progress=not args.no_progress,
     )  # fmt: skip
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.summary())
     return 0
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discrete", action="store_true", help="discrete power law (Clauset)")
     p.add_argument("--seed", type=_seed, default=0, help="bootstrap seed")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("info", help="what fastspec was built with and the devices it sees")

@@ -27,7 +27,7 @@ void run(const PowerlawScanArgs& a) {
   const int64_t C = a.num_candidates;
   std::atomic<double> best{std::numeric_limits<double>::infinity()};
 
-  auto visit = [&](int64_t c) {
+  auto visit = [&](int64_t c, int64_t* witness) {
     const int64_t s = a.candidates[c];
     const double al = detail::tail_alpha(a.tail_logsum[c], a.n - s, static_cast<double>(scan.logx[s]));
     alpha[c] = static_cast<T>(al);
@@ -37,20 +37,24 @@ void run(const PowerlawScanArgs& a) {
     }
     const double bound =
         a.prune ? best.load(std::memory_order_relaxed) : std::numeric_limits<double>::infinity();
-    const T d = scan.ks(s, al, bound);
+    const T d = scan.ks(s, al, bound, a.prune ? witness : nullptr);
     ks[c] = d;
     if (a.prune && std::isfinite(static_cast<double>(d))) atomic_min(best, static_cast<double>(d));
   };
 
   // small scans lose more to waking threads (badly, on a loaded machine) than they gain
   const bool parallel = a.n * C > kMinParallelWork;
-  if (a.prune) {  // seed the bound with evenly spaced candidates (revisited below, cheaply)
-    const int64_t seeds = std::min(C, kNumSeeds);
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
-    for (int64_t k = 0; k < seeds; ++k) visit((k * C) / seeds);
+#pragma omp parallel if (parallel)
+  {
+    int64_t witness = -1;  // per thread: the last point that proved a cutoff abandoned
+    if (a.prune) {         // seed the bound with evenly spaced candidates (revisited below, cheaply)
+      const int64_t seeds = std::min(C, kNumSeeds);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < seeds; ++k) visit((k * C) / seeds, &witness);
+    }
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t c = C - 1; c >= 0; --c) visit(c, &witness);  // short tails first: cheap bound
   }
-#pragma omp parallel for schedule(dynamic, 16) if (parallel)
-  for (int64_t c = C - 1; c >= 0; --c) visit(c);  // short tails first: cheap, tighten the bound
 }
 
 }  // namespace

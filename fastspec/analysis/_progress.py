@@ -73,6 +73,32 @@ class JobProgress:
         note(f"[{self.done}/{self.total}, {minutes:.1f} min] {what}", enabled=self.enabled)
 
 
+class CountBar:
+    """A ``progress(done, total)`` callback: a tqdm bar on a terminal, a line per tenth otherwise."""
+
+    def __init__(self, desc: str, unit: str) -> None:
+        """A bar labelled ``desc`` counting ``unit``s; its total comes with the first call."""
+        self.desc, self.unit, self.shown, self.bar = desc, unit, -1, None
+        self.tqdm = _tqdm()
+
+    def __call__(self, done: int, total: int) -> None:
+        """Record ``done`` of ``total``."""
+        if self.tqdm is not None:
+            if self.bar is None:
+                self.bar = self.tqdm(
+                    total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False
+                )
+            self.bar.update(done - self.bar.n)
+        elif done * 10 // max(total, 1) > self.shown:
+            self.shown = done * 10 // max(total, 1)
+            note(f"{self.desc}: {done}/{total} {self.unit}")
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 class PairsBar:
     """An eigsh ``progress`` callback drawing the converged pairs.
 

@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fastspec._checks import check_choice
+from fastspec._checks import check_bool, check_choice
+from fastspec.analysis._progress import CountBar
 from fastspec.analysis.summary import fit_line
 from fastspec.stats import GofResult, PowerLaw, SpectrumFit, fit_spectrum, gof_pvalue
 
@@ -74,6 +75,7 @@ def fit_values(
     n_boot: int = 2500,
     seed: int | None = 0,
     discrete: bool = False,
+    progress: bool = False,
 ) -> FitReport:
     """Fit ``values`` [N].
 
@@ -87,6 +89,7 @@ def fit_values(
         n_boot: bootstrap replicates.
         seed: bootstrap seed.
         discrete: the discrete power law (``"clauset"`` only).
+        progress: a bar over the bootstrap replicates on stderr.
     """
     v = np.asarray(values)
     if v.dtype.kind == "c":
@@ -100,5 +103,12 @@ def fit_values(
     if k is not None:
         raise ValueError("k applies to method='p1' only; Clauset's fit chooses its own tail")
     pl = PowerLaw.fit(v, discrete=discrete)
-    g = gof_pvalue(pl, n_boot, seed=seed) if gof else None
+    g = None
+    if gof:
+        bar = CountBar("bootstrap", "replicates") if check_bool("progress", progress) else None
+        try:
+            g = gof_pvalue(pl, n_boot, seed=seed, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
     return FitReport("clauset", v.size, None, pl, g)

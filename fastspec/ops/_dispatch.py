@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from fastspec._native import loaded, native
 
@@ -86,6 +88,30 @@ def check_tensor(
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} must be on a cpu or cuda device, got {value.device}")
     return value.contiguous()
+
+
+def run_op(op: Any, *args: Any) -> Any:
+    """``op(*args)`` for a ``torch.library.custom_op``; in plain eager mode, its function directly.
+
+    torch runs a custom op's kernel under a dynamo guard whose first call imports
+    ``torch._dynamo``: 1.4 s of a process's first native call (``benchmarks/results/
+    stats_shapes.md``). Plain tensors in eager mode need none of the dispatcher's work, so they
+    go straight to the op's function; under ``torch.compile``, a dispatch mode (fake tensors),
+    functorch transforms or autograd the call goes through the dispatcher as registered.
+    """
+    fn = getattr(op, "_init_fn", None)
+    if (
+        fn is None
+        or torch.compiler.is_compiling()
+        or _get_current_dispatch_mode() is not None
+        or any(
+            type(a) is not torch.Tensor or a.requires_grad or is_functorch_wrapped_tensor(a)
+            for a in args
+            if isinstance(a, torch.Tensor)
+        )
+    ):
+        return op(*args)
+    return fn(*args)
 
 
 def call(op: str, device: torch.device, fields: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import check_bool, check_float
-from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor, run_op
 
 __all__ = ["check_alpha_range", "powerlaw_scan", "scan_inputs"]
 
@@ -136,7 +136,7 @@ def powerlaw_scan(
             "candidates", candidates, dtypes=(torch.int64,), ndim=1, device=x.device, min_numel=0
         )
         _check_candidates(candidates, run_start, x.numel())
-    return _powerlaw_scan(logx, run_start, candidates, suffix[candidates], lo, hi, prune)
+    return run_op(_powerlaw_scan, logx, run_start, candidates, suffix[candidates], lo, hi, prune)
 
 
 def check_alpha_range(alpha_range: Any) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor, run_op
 from fastspec.ops.powerlaw_scan import check_alpha_range
 
 __all__ = ["powerlaw_scan_batch", "scan_batch_inputs"]
@@ -113,4 +113,4 @@ def powerlaw_scan_batch(
         raise ValueError("x must have every row sorted ascending (use torch.sort(x, dim=1))")
     lo, hi = check_alpha_range(alpha_range)
     logx, run_start, tail_logsum = scan_batch_inputs(x)
-    return _powerlaw_scan_batch(logx, run_start, tail_logsum, lo, hi)
+    return run_op(_powerlaw_scan_batch, logx, run_start, tail_logsum, lo, hi)

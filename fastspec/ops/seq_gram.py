@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor
+from fastspec.ops._dispatch import FLOAT_DTYPES, call, check_tensor, run_op
 
 __all__ = ["seq_gram"]
 
@@ -89,4 +89,4 @@ def seq_gram(
         )
     if min(a_i.shape[1], a_j.shape[1], a_i.shape[2], g_i.shape[2]) < 1:
         raise ValueError("positions and feature sizes must be at least 1")
-    return _seq_gram(a_i, g_i, a_j, g_j)
+    return run_op(_seq_gram, a_i, g_i, a_j, g_j)

@@ -35,7 +35,11 @@ from fastspec.stats import discrete as disc
 if TYPE_CHECKING:
     from fastspec.stats.powerlaw import FitOptions, PowerLaw
 
-_CHUNK_ROWS = 128  # replicates per batched refit: [128, n] float64 and int64 work arrays
+_CHUNK_ROWS = 128  # replicates per batched refit, at most
+# a batched refit holds about 100 bytes per point of each replicate (draws, sorted rows, log x,
+# run starts, suffix sums and their temporaries): rows per chunk are capped to fit this budget
+_CHUNK_BYTES = 512 << 20
+_BYTES_PER_POINT = 100
 
 __all__ = ["GofResult", "gof_pvalue"]
 
@@ -66,6 +70,7 @@ def gof_pvalue(
     *,
     seed: int | np.random.SeedSequence | None = None,
     workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GofResult:
     """Semi-parametric bootstrap p-value of a power-law fit (Clauset et al. 2009, sec. 4.1).
 
@@ -79,12 +84,16 @@ def gof_pvalue(
             ``benchmarks/results/stats_vs_powerlaw.md``, "Bootstrap workers"). The batched path
             (continuous data, default candidates) parallelises over replicates with OpenMP and
             draws with ``workers`` threads. The result does not depend on it.
+        progress: called as ``progress(done, n_boot)`` after each chunk of replicates (each
+            replicate on the per-replicate path).
 
     Returns:
         The p-value and the replicate KS distances.
     """
     n_boot = check_int("n_boot", n_boot, minimum=1)
     workers = check_int("workers", workers, minimum=1)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable (done, total) or None, got {progress!r}")
     if fit.options is None or fit.data.size != fit.n:
         raise ValueError("fit must come from PowerLaw.fit (it carries its data and options)")
     opts = fit.options
@@ -106,9 +115,10 @@ def gof_pvalue(
         return np.concatenate([head, tail])
 
     if batchable(opts):
-        ks_boot = ks_boot_batched(draw, seeds, opts.alpha_range, workers)
+        rows = max(1, min(_CHUNK_ROWS, _CHUNK_BYTES // (_BYTES_PER_POINT * n)))
+        ks_boot = ks_boot_batched(draw, seeds, opts.alpha_range, workers, progress, rows)
     else:
-        ks_boot = ks_boot_per_replicate(draw, seeds, opts, workers)
+        ks_boot = ks_boot_per_replicate(draw, seeds, opts, workers, progress)
     ok = np.isfinite(ks_boot)
     n_ok = int(ok.sum())
     p = float(np.mean(ks_boot[ok] >= fit.ks)) if n_ok else math.nan
@@ -133,6 +143,7 @@ def ks_boot_per_replicate(
     seeds: list[np.random.SeedSequence],
     opts: FitOptions,
     workers: int,
+    report: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """[n_boot] replicate KS distances, each replicate refitted on its own (NaN where it fails)."""
     from fastspec.stats.powerlaw import fit_ks
@@ -140,10 +151,17 @@ def ks_boot_per_replicate(
     def replicate(ss: np.random.SeedSequence) -> float:
         return fit_ks(np.sort(draw(ss)), opts)
 
-    if workers == 1:
-        return np.array([replicate(s) for s in seeds])
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return np.array(list(pool.map(replicate, seeds)))
+    out = []
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        for ks in pool.map(replicate, seeds) if pool is not None else map(replicate, seeds):
+            out.append(ks)
+            if report is not None:
+                report(len(out), len(seeds))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return np.array(out)
 
 
 def ks_boot_batched(
@@ -151,12 +169,13 @@ def ks_boot_batched(
     seeds: list[np.random.SeedSequence],
     alpha_range: tuple[float, float],
     workers: int,
+    report: Callable[[int, int], None] | None = None,
     chunk: int = _CHUNK_ROWS,
 ) -> np.ndarray:
-    """[n_boot] replicate KS distances, ``chunk`` replicates per native call.
+    """[n_boot] replicate KS distances, refitted ``chunk`` replicates per native call.
 
-    [n_boot] replicate KS distances, refitted ``chunk`` replicates per native call (NaN where a
-    replicate has no valid candidate or non-finite draws), equal to the per-replicate path.
+    NaN where a replicate has no valid candidate or non-finite draws; equal to the per-replicate
+    path.
     """
     from fastspec.ops.powerlaw_scan_batch import powerlaw_scan_batch
 
@@ -168,11 +187,12 @@ def ks_boot_batched(
             rows = list(pool.map(draw, part)) if pool is not None else [draw(s) for s in part]
             block = np.sort(np.stack(rows), axis=1)  # [chunk, n]
             ok = np.isfinite(block).all(axis=1) & (block[:, 0] > 0)
-            if not ok.any():
-                continue
-            _, _, ks = powerlaw_scan_batch(torch.from_numpy(block[ok]), alpha_range=alpha_range)
-            k = ks.numpy()
-            out[lo + np.flatnonzero(ok)] = np.where(np.isfinite(k), k, np.nan)
+            if ok.any():
+                _, _, ks = powerlaw_scan_batch(torch.from_numpy(block[ok]), alpha_range=alpha_range)
+                k = ks.numpy()
+                out[lo + np.flatnonzero(ok)] = np.where(np.isfinite(k), k, np.nan)
+            if report is not None:
+                report(lo + len(part), len(seeds))
     finally:
         if pool is not None:
             pool.shutdown()

@@ -130,3 +130,24 @@ def test_batched_path_marks_unfittable_replicates_failed() -> None:
     order = {id(s): i for i, s in enumerate(seeds)}
     ks = bootstrap.ks_boot_batched(lambda ss: data[order[id(ss)]], seeds, (1.0, np.inf), 1)
     assert np.isfinite(ks[0]) and np.isnan(ks[1]) and np.isnan(ks[2])
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_progress_counts_every_replicate_in_memory_bounded_chunks(
+    discrete: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are capped by _CHUNK_BYTES; progress reports each chunk (each replicate when
+    discrete), ending at n_boot, and does not change the result."""
+    from fastspec.stats import bootstrap
+
+    g = np.random.default_rng(3)
+    x = np.floor(g.pareto(1.5, 400) + 1) if discrete else g.pareto(1.5, 400) + 1
+    fit = PowerLaw.fit(x, discrete=discrete)
+    monkeypatch.setattr(bootstrap, "_CHUNK_BYTES", 3 * bootstrap._BYTES_PER_POINT * x.size)
+    calls: list[tuple[int, int]] = []
+    res = gof_pvalue(fit, 10, seed=4, progress=lambda done, total: calls.append((done, total)))
+    step = 1 if discrete else 3
+    assert calls == [(min(d, 10), 10) for d in range(step, 10 + step, step)]
+    np.testing.assert_array_equal(res.ks_boot, gof_pvalue(fit, 10, seed=4).ks_boot)
+    with pytest.raises(TypeError, match="progress"):
+        gof_pvalue(fit, 10, seed=4, progress=3)  # type: ignore[arg-type]
