@@ -110,8 +110,8 @@ def main() -> None:
         "Replicates are refitted in chunks capped at 512 MiB of work arrays.\n\n"
         "fastspec times are the best of 3 fits after a warm-up fit in the same process; the "
         "first native call of a process costs no more (it imports no torch._dynamo). powerlaw "
-        "2.0.0 ran once; `not run` where its exhaustive scan would take hours (128 s at 10^5 on "
-        "the lognormal shape). Answers were checked equal before a ratio is reported: same xmin, "
+        "2.0.0 ran once, at n <= --powerlaw-max: its exhaustive scan takes minutes to hours "
+        "beyond (129 s at 10^5 on the lognormal shape, stats_vs_powerlaw.md). Answers were checked equal before a ratio is reported: same xmin, "
         "alpha and D to 1e-8 relative."
     )
     write_markdown(
