@@ -38,7 +38,7 @@ package for analysis of heavy-tailed distributions*, PLoS ONE 9 (2014) e85777.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -221,11 +221,12 @@ class PowerLaw(AsDict):
         *,
         seed: int | np.random.SeedSequence | None = None,
         workers: int = 2,
+        progress: Callable[[int, int], None] | None = None,
     ) -> GofResult:
         """Clauset's semi-parametric bootstrap p-value; see :func:`fastspec.stats.gof_pvalue`."""
         from fastspec.stats.bootstrap import gof_pvalue
 
-        return gof_pvalue(self, n_boot, seed=seed, workers=workers)
+        return gof_pvalue(self, n_boot, seed=seed, workers=workers, progress=progress)
 
     def compare(self, alternative: str, *, params: dict[str, float] | None = None) -> Comparison:
         """Likelihood-ratio test against an alternative; see :func:`fastspec.stats.compare`."""
