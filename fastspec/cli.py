@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=_positive_int, default=64, help="tokens per block (64)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="blocks per step (16)")
     p.add_argument("--n-layer", type=_positive_int, default=2, help="GPT-2 blocks (2)")
-    p.add_argument("--n-embd", type=_positive_int, default=64, help="embedding width (64)")
+    p.add_argument("--n-embd", type=_positive_int, default=32, help="embedding width (32)")
     p.add_argument("--n-head", type=_positive_int, default=4, help="attention heads (4)")
     p.add_argument("--hessian-blocks", type=_positive_int, default=8,
                    help="training blocks in the Hessian batch (8)")  # fmt: skip
