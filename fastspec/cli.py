@@ -43,6 +43,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -149,6 +159,20 @@ def _gradients(args: argparse.Namespace) -> int:
             **_checkpoint(args),
         )  # fmt: skip
         return _write(args, report, run.is_root)
+
+
+def _lm(args: argparse.Namespace) -> int:
+    from fastspec.analysis.pydoc_lm import pydoc_lm
+
+    _check_out(args)
+    report = pydoc_lm(
+        steps=args.steps, checkpoints=args.checkpoints, block=args.block,
+        batch_size=args.batch_size, n_layer=args.n_layer, n_embd=args.n_embd,
+        n_head=args.n_head, hessian_blocks=args.hessian_blocks, k=args.k,
+        slq_runs=args.slq_runs, slq_nodes=args.slq_nodes, dtype=args.dtype, seed=args.seed,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    return _write(args, report, True)
 
 
 def _write(args: argparse.Namespace, report: Any, root: bool) -> int:
@@ -321,6 +345,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinates", type=_positive_int, default=1000,
                    help="coordinates tracked for the iteration-wise and noise tests")  # fmt: skip
     p.set_defaults(func=_gradients)
+
+    p = sub.add_parser("lm", help="P1's LLM protocol on a small GPT-2 trained on Python's docs",
+                       description="Train a small GPT-2 (transformers, bytes as tokens) on the "
+                       "documentation bundled with Python (pydoc_data, held-out topics) and run "
+                       "P1's LLM protocol on its last layer at checkpoints from random "
+                       "initialisation to the end: 3 SLQ runs pooled, top k, power-law fit and KS "
+                       "decision, Pearson r with the test loss. Needs fastspec[lm].")  # fmt: skip
+    p.add_argument("--steps", type=_non_negative_int, default=2000,
+                   help="AdamW training steps (default 2000)")  # fmt: skip
+    p.add_argument("--checkpoints", type=_positive_int, default=5,
+                   help="analyses from step 0 to --steps, >= 2 (default 5)")  # fmt: skip
+    p.add_argument("--block", type=_positive_int, default=64, help="tokens per block (64)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="blocks per step (16)")
+    p.add_argument("--n-layer", type=_positive_int, default=2, help="GPT-2 blocks (2)")
+    p.add_argument("--n-embd", type=_positive_int, default=32, help="embedding width (32)")
+    p.add_argument("--n-head", type=_positive_int, default=4, help="attention heads (4)")
+    p.add_argument("--hessian-blocks", type=_positive_int, default=8,
+                   help="training blocks in the Hessian batch (8)")  # fmt: skip
+    p.add_argument("--k", type=_positive_int, default=1000, help="top pooled values kept (1000)")
+    p.add_argument("--slq-runs", type=_positive_int, default=3, help="SLQ runs (3)")
+    p.add_argument("--slq-nodes", type=_positive_int, default=1000, help="nodes per run (1000)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="the Hessian's compute dtype (default float64)")  # fmt: skip
+    p.add_argument("--out", default="fastspec_lm", help="report directory (default fastspec_lm)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written by fastspec (or an empty one)")  # fmt: skip
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--no-plots", action="store_true", help="write JSON and text only")
+    p.set_defaults(func=_lm)
 
     p = sub.add_parser("fit", help="power-law fit of the values in a file (npy, txt, csv)",
                        description="P1's fit (top-K, cutoff at the K-th value, KS decision) or "
