@@ -212,14 +212,17 @@ def eigsh(
             price of accuracy: all arithmetic stays in the operator's dtype (stored rows are
             upcast in row blocks when read, only results are rounded when written), but every
             stored row is rounded, which limits the attainable relative residual to about
-            ``u · ‖A‖ / |λ|`` times a small factor (``u`` the storage's unit roundoff; measured
-            in ``benchmarks/results/basis_storage_memory.md``: about ``1e-6`` with float32 and
-            ``1e-2`` with bfloat16 for pairs with ``|λ|`` near ``‖A‖``). ``store_products`` is
-            then off: the returned vectors are the stored rows upcast and normalised, and their
-            residuals come from fresh products (``k`` more, ``2k`` with locking), so
-            ``converged`` stays honest. A ``tol`` below the attainable level is not refused (it
-            depends on the spectrum): such pairs end unconverged after ``max_restarts``, with
-            a :class:`ConvergenceWarning`. Under a process group every rank passes the same.
+            ``u · ‖A‖ / |λ|`` (``u`` the storage's unit roundoff, ``6e-8`` for float32 and
+            ``4e-3`` for bfloat16; measured ``3e-8`` and ``2e-3`` for pairs with
+            ``|λ| >= ‖A‖ / 2.5``, ``benchmarks/results/basis_storage_memory.md``), while the
+            eigenvalues keep a second-order error (``1e-5`` relative with bfloat16 there).
+            ``store_products`` is then off: the returned vectors are the stored rows upcast and
+            normalised, and their residuals come from fresh products (``k`` more, ``2k`` with
+            locking), so ``converged`` stays honest. A ``tol`` below the attainable level is not
+            refused (the level depends on the spectrum): the iteration's estimates may pass it
+            while the recomputed residuals do not, so such pairs are returned unconverged with
+            a :class:`ConvergenceWarning`, typically after a cycle or two and never after more
+            than ``max_restarts``. Under a process group every rank passes the same.
         basis_dir: an existing writable directory to spill the basis (and the stored products)
             to: they live in memory-mapped files there (``tempfile`` names, one per rank),
             unlinked as soon as they are mapped, so nothing remains when eigsh returns or
