@@ -23,6 +23,12 @@ Under a process group the vectors are split by rows of ``P`` over the ranks: the
 take inner products then take a ``reduce`` (one all-reduce of the whole block of partial sums);
 the others act on each rank's slice alone.
 
+A basis stored in another dtype or on another device than the block (a lower-precision or
+memory-mapped basis, :mod:`fastspec.linalg.lanczos.storage`) is read in row blocks of at most
+``_BLOCK_ELEMS`` elements, each upcast to the block's dtype and device, so the arithmetic is in
+the block's dtype and the transient is one row block, not the basis (:func:`gram_rows`,
+:func:`subtract_rows`, and :func:`rotate_rows` with ``dtype``).
+
 Blocks are handled as rows (``[B, P]``, like the basis ``V`` ``[M, P]``): the products then read
 memory in order (faster than on ``[P, B]`` columns for both the pass and the recurrence:
 ``benchmarks/results/hessian_vs_peers.md``). Shapes use the project's letters: ``P`` the operator dimension, ``B`` the
@@ -32,7 +38,7 @@ synchronises with the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -41,6 +47,48 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 #: elements of the temporary used by :func:`rotate_rows` (about 32 MiB of float64)
 _ROTATE_CHUNK_ELEMS = 1 << 22
+#: elements of one upcast row block of a basis stored in another dtype or device
+_BLOCK_ELEMS = 1 << 22
+
+
+def _direct(V: torch.Tensor, W: torch.Tensor) -> bool:
+    """Whether basis rows ``V`` can be used with ``W`` as they are (same dtype and device)."""
+    return V.dtype == W.dtype and V.device == W.device
+
+
+def _row_blocks(
+    V: torch.Tensor, lo: int, hi: int, like: torch.Tensor
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Rows ``[lo, hi)`` of ``V`` in blocks ``(a, b, V[a:b])`` upcast to ``like``'s dtype/device."""
+    step = max(1, _BLOCK_ELEMS // max(1, V.shape[1]))
+    for a in range(lo, hi, step):
+        b = min(hi, a + step)
+        yield a, b, V[a:b].to(device=like.device, dtype=like.dtype)
+
+
+def gram_rows(W: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """``W Vᵀ`` ``[B, n]`` for a block ``W`` ``[B, P]`` and basis rows ``V`` ``[n, P]``.
+
+    A ``V`` of another dtype or device is read in upcast row blocks.
+    """
+    if _direct(V, W):
+        return W @ V.mT
+    out = W.new_empty(W.shape[0], V.shape[0])
+    for a, b, Vb in _row_blocks(V, 0, V.shape[0], W):
+        out[:, a:b] = W @ Vb.mT
+    return out
+
+
+def subtract_rows(W: torch.Tensor, C: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """``W − C V`` for ``W`` ``[B, P]``, ``C`` ``[B, n]`` and basis rows ``V`` ``[n, P]``.
+
+    A ``V`` of another dtype or device is read in upcast row blocks.
+    """
+    if _direct(V, W):
+        return torch.addmm(W, C, V, alpha=-1.0)
+    for a, b, Vb in _row_blocks(V, 0, V.shape[0], W):
+        W = torch.addmm(W, C[:, a:b], Vb, alpha=-1.0)
+    return W
 
 
 def project_rows(
@@ -60,7 +108,8 @@ def project_rows(
     to within rounding. Choosing the rows reads ``C`` on the host (a device synchronisation).
 
     Args:
-        V: ``[n, P]`` basis vectors as (contiguous) rows; ``n`` may be 0.
+        V: ``[n, P]`` basis vectors as (contiguous) rows; ``n`` may be 0. Another dtype or
+            device than ``W`` is read in upcast row blocks.
         W: ``[B, P]`` block as (contiguous) rows.
         skip_below: relative size of the components that may be left in (0: a full pass).
         reduce: sums partial inner products over ranks when ``V`` and ``W`` hold slices of
@@ -70,7 +119,7 @@ def project_rows(
         ``(W_out [B, P], sq_norms [B])``, the squared row norms of the input in float64.
     """
     sq_w = (W * W).sum(dim=1)
-    C = W @ V.mT if V.shape[0] else None  # [B, n]
+    C = gram_rows(W, V) if V.shape[0] else None  # [B, n]
     if reduce is not None:
         CS = reduce(torch.cat([sq_w.unsqueeze(1)] + ([] if C is None else [C]), dim=1))
         sq_w, C = CS[:, 0], (None if C is None else CS[:, 1:])
@@ -78,12 +127,12 @@ def project_rows(
     if C is None:
         return W, sq
     if skip_below == 0.0:
-        return torch.addmm(W, C, V, alpha=-1.0), sq
+        return subtract_rows(W, C, V), sq
     limit = skip_below * sq.sqrt().to(C.dtype).unsqueeze(1)
     rows = (C.abs() > limit).any(dim=0).nonzero().flatten().tolist()
     out = W
     for lo, hi in _runs(rows):
-        out = torch.addmm(out, C[:, lo:hi], V[lo:hi], alpha=-1.0)
+        out = subtract_rows(out, C[:, lo:hi], V[lo:hi])
     return out, sq
 
 
@@ -133,7 +182,7 @@ def three_term(
     Args:
         W: ``[B, P]``, the product ``A Q`` as rows.
         Q: ``[B, P]``, the current block.
-        Q_prev: ``[L, P]`` (``L`` may be 0).
+        Q_prev: ``[L, P]`` (``L`` may be 0); basis rows, possibly of another dtype or device.
         C_prev: ``[B, L]`` with ``A Q_prevᵀ = … + Qᵀ C_prev``.
         reduce: sums the partial ``α`` over ranks when the rows hold slices of the vectors.
 
@@ -141,7 +190,7 @@ def three_term(
         ``(W, alpha)``: ``W − C_prev Q_prev − αᵀ Q`` and ``α = Q (W − C_prev Q_prev)ᵀ`` ``[B, B]``.
     """
     if Q_prev.shape[0] > 0:
-        W = torch.addmm(W, C_prev, Q_prev, alpha=-1.0)
+        W = subtract_rows(W, C_prev, Q_prev)
     alpha = Q @ W.mT
     if reduce is not None:
         alpha = reduce(alpha)
@@ -149,7 +198,15 @@ def three_term(
     return W, alpha
 
 
-def rotate_rows(V: torch.Tensor, start: int, m: int, S: torch.Tensor) -> None:
+def rotate_rows(
+    V: torch.Tensor,
+    start: int,
+    m: int,
+    S: torch.Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> None:
     """In place: ``V[start : start+n] ← Sᵀ V[start : start+m]`` for ``S`` of shape ``[m, n]``.
 
     ``V`` stores basis vectors as rows (``[M, P]``). The product is formed in column chunks,
@@ -159,17 +216,23 @@ def rotate_rows(V: torch.Tensor, start: int, m: int, S: torch.Tensor) -> None:
         V: ``[M, P]`` basis buffer, modified in place.
         start: first row of the rotated range.
         m: number of rows read.
-        S: ``[m, n]`` with ``n <= m`` (any dtype; cast to ``V.dtype``).
+        S: ``[m, n]`` with ``n <= m`` (any dtype; cast to the compute dtype).
+        dtype: the compute dtype (default ``V.dtype``): each chunk of ``V`` is upcast to it,
+            rotated, and only the result rounded to ``V.dtype``.
+        device: where the product is formed (default ``V.device``).
     """
     n = S.shape[1]
     if n == 0:
         return
-    St = S.mT.to(dtype=V.dtype, device=V.device)
+    dtype = V.dtype if dtype is None else dtype
+    device = V.device if device is None else device
+    St = S.mT.to(dtype=dtype, device=device)
     P = V.shape[1]
     chunk = max(1, _ROTATE_CHUNK_ELEMS // max(n, m))
     for c0 in range(0, P, chunk):
         c1 = min(P, c0 + chunk)
-        V[start : start + n, c0:c1] = St @ V[start : start + m, c0:c1]
+        Vc = V[start : start + m, c0:c1]
+        V[start : start + n, c0:c1] = St @ Vc.to(dtype=dtype, device=device)
 
 
 def lanczos_step_batched(

@@ -12,6 +12,13 @@ exactly like its basis row, so its residual is that of the returned vector up to
 of those rotations (:func:`_stored_rounding`); a pair whose residual lies within that bound of
 the tolerance is recomputed with a fresh product, so the ``converged`` flags are exactly those
 of a recomputation. Finally the exact power-of-two scale is undone.
+
+*A basis stored below the operator's dtype* (:mod:`~fastspec.linalg.lanczos.storage`) has no
+stored products. Each returned vector is its stored row upcast and normalised in the
+operator's dtype, ``x = v / ‖v‖``; its Rayleigh quotient and residual come from a fresh product
+of that very ``x``, so ``converged`` is as honest as with a full-precision basis, and the
+Rayleigh quotient's error is second order in the rounding of ``v``. The rounding of the stored
+rows bounds the attainable residual (see :func:`~fastspec.linalg.eigsh`, ``basis_dtype``).
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ def finish(st: LanczosState, ck: Check, *, return_eigenvectors: bool) -> EigshRe
     X = st.V[:k]  # [k, P], orthonormal rows
     theta = torch.empty(k, dtype=torch.float64, device=st.small)
     res = torch.empty(k, dtype=torch.float64, device=st.small)
-    if st.AV is None:
+    if not st.direct:
+        _finish_rounded(st, theta, res, rayleigh_ritz=len(locked_rows) > 0)
+    elif st.AV is None:
         _finish_recompute(st, X, theta, res, rayleigh_ritz=len(locked_rows) > 0)
     else:
         _finish_stored(st, X, theta, res, rayleigh_ritz=len(locked_rows) > 0)
@@ -55,8 +64,10 @@ def finish(st: LanczosState, ck: Check, *, return_eigenvectors: bool) -> EigshRe
         theta_h, res_h, s.anorm = theta_h / st.scale, res_h / st.scale, s.anorm / st.scale
     eigvecs = None
     perm = output_order(theta_h, st.which)
-    if return_eigenvectors:
+    if return_eigenvectors and st.direct:
         eigvecs = X.index_select(0, torch.as_tensor(perm, device=X.device)).mT
+    elif return_eigenvectors:
+        eigvecs = torch.cat([_unit_rows(st, int(i), int(i) + 1) for i in perm]).mT
     return make_result(
         theta_h[perm],
         res_h[perm],
@@ -72,6 +83,8 @@ def finish(st: LanczosState, ck: Check, *, return_eigenvectors: bool) -> EigshRe
         max_basis=st.M,
         method="block-lanczos",
         sharding=st.sh if st.sh.distributed else None,
+        basis_dtype=st.storage.name,
+        basis_spilled=st.storage.spilled,
     )
 
 
@@ -115,6 +128,38 @@ def _finish_recompute(
         else:
             AXc = st.matmat(X[j : j + c])
             _rayleigh_residual(st, X[j : j + c], AXc, theta, res, j)
+
+
+def _unit_rows(st: LanczosState, lo: int, hi: int) -> torch.Tensor:
+    """Stored rows ``[lo, hi)`` upcast to the operator's dtype and normalised."""
+    X = st.rows(lo, hi)
+    return X / st.sh.vector_norms(X, dim=1).unsqueeze(1)
+
+
+def _finish_rounded(
+    st: LanczosState, theta: torch.Tensor, res: torch.Tensor, *, rayleigh_ritz: bool
+) -> None:
+    """Final Rayleigh quotients and residuals of a basis stored below the operator's dtype.
+
+    Like :func:`_finish_recompute`, with the vectors read in blocks, upcast and normalised
+    (:func:`_unit_rows`), and without keeping ``AX`` in the (rounded) basis: a Rayleigh–Ritz
+    costs ``2k`` products. The residuals are those of the normalised vectors, the ones returned.
+    """
+    k, b = st.k, st.b
+    if rayleigh_ritz:
+        G = torch.zeros(k, k, dtype=torch.float64, device=st.small)
+        for j in range(0, k, b):
+            c = min(b, k - j)
+            AXc = st.matmat(_unit_rows(st, j, j + c))
+            for i in range(0, k, b):
+                Xi = _unit_rows(st, i, min(k, i + b))
+                G[i : i + Xi.shape[0], j : j + c] = st.sh.sum(Xi @ AXc.mT).to(st.small, G.dtype)
+        _, U = torch.linalg.eigh(0.5 * (G + G.mT))
+        _kernels.rotate_rows(st.V, 0, k, U, dtype=st.A.dtype, device=st.A.device)
+    for j in range(0, k, b):
+        c = min(b, k - j)
+        Xc = _unit_rows(st, j, j + c)
+        _rayleigh_residual(st, Xc, st.matmat(Xc), theta, res, j)
 
 
 def _finish_stored(

@@ -79,8 +79,8 @@ class LanczosCheckpoint:
         try:
             M = int(meta["M"])
             if M != st.M:  # the basis grew before the save
-                st.V = torch.empty(M, st.V.shape[1], dtype=st.V.dtype, device=st.V.device)
-                st.AV = None if st.AV is None else torch.empty_like(st.V)
+                st.V = st.empty_like_basis(M)
+                st.AV = None if st.AV is None else st.empty_like_basis(M)
                 st.T = torch.zeros(M, M, dtype=st.T.dtype, device=st.T.device)
                 st.M = M
             used = tensors["V"].shape[0]
@@ -145,6 +145,9 @@ class LanczosCheckpoint:
         }
         if result.eigenvectors is not None:
             tensors["eigenvectors"] = result.eigenvectors
-        keep = ("num_matvecs", "num_restarts", "which", "tol", "block_size", "max_basis", "method")
+        keep = (
+            "num_matvecs", "num_restarts", "which", "tol", "block_size", "max_basis", "method",
+            "basis_dtype", "basis_spilled",
+        )  # fmt: skip
         meta = {"phase": "done", "result": {name: getattr(result, name) for name in keep}}
         self.store.save(tensors, meta, result.num_matvecs)

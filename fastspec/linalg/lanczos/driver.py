@@ -23,6 +23,7 @@ over one module per job:
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from fastspec.linalg.lanczos.restart_locking import max_growth
 from fastspec.linalg.lanczos.result import EigshResult, ProgressArg, Reporter, warn_unconverged
 from fastspec.linalg.lanczos.solver import BlockLanczos
 from fastspec.linalg.lanczos.state import LanczosState
+from fastspec.linalg.lanczos.storage import BasisStorage, basis_dtype_for, check_basis_dir
 from fastspec.linalg.operator import LinearOperator, aslinearoperator, check_symmetric
 from fastspec.linalg.sharded import Sharding, run_group
 
@@ -90,10 +92,19 @@ def _prepare_v0(v0: Any, A: LinearOperator, b: int) -> torch.Tensor | None:
     return V
 
 
-def _store_products(store: Any, M: int, P: int, dtype: torch.dtype) -> bool:
+def _store_products(
+    store: Any, M: int, P: int, dtype: torch.dtype, basis_dtype: torch.dtype
+) -> bool:
+    rounded = basis_dtype != dtype  # rounded products would not certify the residuals
     if store is None:
-        return M * P * torch.finfo(dtype).bits // 8 <= _STORE_PRODUCTS_MAX_BYTES
-    return check_bool("store_products", store)
+        return not rounded and M * P * dtype.itemsize <= _STORE_PRODUCTS_MAX_BYTES
+    if check_bool("store_products", store) and rounded:
+        raise ValueError(
+            f"store_products=True needs basis_dtype equal to the operator's dtype ({dtype}), "
+            f"got basis_dtype={basis_dtype}: a basis stored in a lower precision recomputes "
+            "the final residuals with fresh products"
+        )
+    return bool(store)
 
 
 def _check_progress(progress: Any) -> ProgressArg:
@@ -121,6 +132,8 @@ def eigsh(
     process_group: Any = None,
     checkpoint: Any = None,
     resume: Resume = False,
+    basis_dtype: torch.dtype | str | None = None,
+    basis_dir: str | os.PathLike[str] | None = None,
 ) -> EigshResult:
     """``k`` eigenpairs of a symmetric operator by thick-restarted block Lanczos.
 
@@ -147,7 +160,8 @@ def eigsh(
             confirmed by a fresh start (more products than ``B = 2``).
         max_basis: cap on stored basis vectors of length ``P`` (locked, active and the pending
             block); peak memory is about ``max_basis · P`` elements (twice that with
-            ``store_products``) plus a few blocks and a ``max_basis²`` float64 projected matrix.
+            ``store_products``) plus a few blocks and a ``max_basis²`` float64 projected matrix
+            (elements of ``basis_dtype``, see there).
             Default ``max(2k + 2B, k + 6B, 24)``: like ARPACK's ``ncv = 2k + 1``, twice the
             wanted count leaves the restart a margin of unwanted Ritz vectors as wide as the
             wanted set, which keeps the convergence rate close to that of an unrestarted run
@@ -168,7 +182,8 @@ def eigsh(
             that the final residuals come from the stored products instead of ``k`` more
             (``2k`` with locking) products; only pairs whose residual is within rounding of
             ``tol`` are recomputed. Default: on when the extra buffer takes at most 1 GiB
-            (of the whole vectors, so that every number of ranks makes the same choice).
+            (of the whole vectors, so that every number of ranks makes the same choice). Off,
+            and ``True`` refused, with a ``basis_dtype`` below the operator's.
         process_group: a ``torch.distributed`` group to run over; default ``op.process_group``
             when the operator carries one, else the default group when it has more than one
             rank (:func:`fastspec.distributed.resolve_group`). Under a group each rank keeps
@@ -190,6 +205,31 @@ def eigsh(
             one (same machine, same threads, same world size); under a process group every rank
             writes its shard of the basis and rank 0 the manifest. A checkpoint of another
             operator fingerprint or other settings is refused with an error naming what differs.
+        basis_dtype: the dtype the basis (and stored products) are kept in: ``None`` (default)
+            the operator's; ``float32`` or ``bfloat16`` (a ``torch.dtype`` or its name) for a
+            float64 operator, ``bfloat16`` for a float32 one. A lower precision halves or
+            quarters the basis memory (``max_basis · P · sizeof(basis_dtype)`` bytes) at the
+            price of accuracy: all arithmetic stays in the operator's dtype (stored rows are
+            upcast in row blocks when read, only results are rounded when written), but every
+            stored row is rounded, which limits the attainable relative residual to about
+            ``u · ‖A‖ / |λ|`` (``u`` the storage's unit roundoff, ``6e-8`` for float32 and
+            ``4e-3`` for bfloat16; measured ``3e-8`` and ``2e-3`` for pairs with
+            ``|λ| >= ‖A‖ / 2.5``, ``benchmarks/results/basis_storage_memory.md``), while the
+            eigenvalues keep a second-order error (``1e-5`` relative with bfloat16 there).
+            ``store_products`` is then off: the returned vectors are the stored rows upcast and
+            normalised, and their residuals come from fresh products (``k`` more, ``2k`` with
+            locking), so ``converged`` stays honest. A ``tol`` below the attainable level is not
+            refused (the level depends on the spectrum): the iteration's estimates may pass it
+            while the recomputed residuals do not, so such pairs are returned unconverged with
+            a :class:`ConvergenceWarning`, typically after a cycle or two and never after more
+            than ``max_restarts``. Under a process group every rank passes the same.
+        basis_dir: an existing writable directory to spill the basis (and the stored products)
+            to: they live in memory-mapped files there (``tempfile`` names, one per rank),
+            unlinked as soon as they are mapped, so nothing remains when eigsh returns or
+            raises. The kernel keeps as many pages resident as memory allows and writes the
+            others back. A spilled basis in the operator's dtype gives bitwise the in-memory
+            result. The operator, if on a GPU, then reads the basis in row blocks from the
+            host.
 
     Returns:
         An :class:`EigshResult`. Pairs that missed ``tol`` are returned with
@@ -197,11 +237,14 @@ def eigsh(
 
     Raises:
         TypeError: unsupported ``op``, an argument of the wrong type (a non-int ``k``, a
-            non-number ``tol``, …), a dtype other than float32/float64, ``v0`` with another
-            dtype or device than ``op``, or an operator output of the wrong dtype or device.
+            non-number ``tol``, a ``basis_dtype`` that is no dtype, …), a dtype other than
+            float32/float64, ``v0`` with another dtype or device than ``op``, or an operator
+            output of the wrong dtype or device.
         ValueError: ``k`` outside ``[1, P)``, unknown ``which``, ``tol`` outside ``(0, 1)``,
-            bad ``block_size``/``max_basis``/``max_restarts``/``v0``, a non-square or (dense
-            and) non-symmetric operator, or NaN/inf produced by the operator.
+            bad ``block_size``/``max_basis``/``max_restarts``/``v0``, a ``basis_dtype`` other
+            than the operator's or a lower one of float32/bfloat16, a ``basis_dir`` that is not
+            an existing writable directory, a non-square or (dense and) non-symmetric operator,
+            or NaN/inf produced by the operator.
 
     Notes:
         When the basis would hold (nearly) the whole space, ``P <= max_basis + B`` (this covers
@@ -235,9 +278,11 @@ def eigsh(
     progress = _check_progress(progress)
     cp = as_checkpoint(checkpoint)
     resume = check_resume(resume)
+    storage_dtype = basis_dtype_for(basis_dtype, A.dtype)
+    spill_dir = check_basis_dir(basis_dir)
     b = block_size if block_size is not None else _default_block_size(k, A.device)
     M = max_basis if max_basis is not None else _default_max_basis(k, b)
-    store = _store_products(store_products, M, P, A.dtype)
+    store = _store_products(store_products, M, P, A.dtype, storage_dtype)
     if max_restarts is None:
         max_restarts = _DEFAULT_MAX_RESTARTS
     check_symmetric(A)
@@ -253,6 +298,7 @@ def eigsh(
         max_basis=M,
         max_restarts=max_restarts,
         store_products=store,
+        basis_dtype=str(storage_dtype),
         return_eigenvectors=bool(return_eigenvectors),
         seed=seed,
         v0=None if v0_block is None else v0_block.shape[1],
@@ -260,6 +306,7 @@ def eigsh(
     )
     seed_arg, seed = seed, sh.shared_seed(seed)
     report = Reporter(progress if sh.rank == 0 or callable(progress) else False, k)
+    st: LanczosState | None = None
     try:
         if P <= M + b:
             result = dense_eigsh(
@@ -289,6 +336,7 @@ def eigsh(
                 "solver": "eigsh", "P": P, "dtype": str(A.dtype), "k": k, "which": which,
                 "tol": float(tol), "block_size": b, "max_basis": M, "growth": max_basis is None,
                 "max_restarts": int(max_restarts), "seed": seed_arg, "store_products": store,
+                "basis_dtype": str(storage_dtype),
                 "return_eigenvectors": bool(return_eigenvectors),
                 "v0": None if v0_block is None else tensor_digest(v0_block),
                 "matrix": tensor_digest(op) if isinstance(op, torch.Tensor) else None,
@@ -309,8 +357,9 @@ def eigsh(
             gen=make_generator(seed),
             report=report,
             store_products=store,
-            max_growth=None if max_basis is not None else max_growth(M, P, A.dtype),
+            max_growth=None if max_basis is not None else max_growth(M, P, storage_dtype),
             sh=sh,
+            storage=BasisStorage(storage_dtype, A.device, spill_dir, sh.rank),
         )
         with guard(None if saver is None else saver.store):
             result = BlockLanczos(st, v0_block, saver).run(return_eigenvectors=return_eigenvectors)
@@ -319,4 +368,6 @@ def eigsh(
         warn_unconverged(result, stacklevel=2)
         return result
     finally:
+        if st is not None:
+            st.release()
         report.close()

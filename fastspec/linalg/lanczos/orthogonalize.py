@@ -61,6 +61,9 @@ def orthonormalize(
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Orthonormalise a new block of rows ``W`` ``[b, P]`` against ``st.V[:rows]``.
 
+    A basis stored in another dtype is read in upcast row blocks
+    (:func:`~fastspec.linalg._kernels.project_rows`); the result is in ``W``'s dtype.
+
     Args:
         st: the run (its basis, generator, counters and ``‖A‖`` estimate).
         W: the new block as rows.
@@ -120,7 +123,7 @@ def _replace_dependent(
     goodC = torch.as_tensor(~bad, device=R1d.device)
     Qg = _kernels.project_rows(Vr, (U.mT.to(Q1.dtype) @ Q1)[good], reduce=sh.reduce)[0]
     n_bad, ng = int(bad.sum()), int((~bad).sum())
-    Z = sh.randn(st.gen, n_bad, dtype=st.V.dtype, device=st.V.device).mT.contiguous()
+    Z = sh.randn(st.gen, n_bad, dtype=st.A.dtype, device=st.A.device).mT.contiguous()
     for _ in range(2):
         Z = _kernels.project_rows(Vr, Z, reduce=sh.reduce)[0]
     Qf, Rf = sh.block_qr(torch.cat([Qg, Z]))

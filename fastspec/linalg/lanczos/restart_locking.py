@@ -42,8 +42,11 @@ _GROW_MAX_BYTES = 1 << 29
 
 
 def max_growth(M: int, P: int, dtype: torch.dtype) -> int:
-    """The largest basis a default basis of ``M`` vectors may grow to (see ``_GROW_MAX``)."""
-    vector_bytes = P * torch.finfo(dtype).bits // 8
+    """The largest basis a default basis of ``M`` vectors may grow to (see ``_GROW_MAX``).
+
+    ``dtype`` is the basis' storage dtype.
+    """
+    vector_bytes = P * dtype.itemsize
     return max(M, min(_GROW_MAX, _GROW_MAX_BYTES // vector_bytes, P // 4))
 
 
@@ -68,7 +71,7 @@ def fresh_start(st: LanczosState, ck: Check) -> None:
     sel = torch.as_tensor(active_wanted, dtype=torch.long, device=ck.S.device)
     st.rotate(nl, m, ck.S[:, sel])
     n_lock_new = nl + len(active_wanted)
-    X = st.sh.randn(st.gen, b, dtype=st.V.dtype, device=st.V.device)
+    X = st.sh.randn(st.gen, b, dtype=st.A.dtype, device=st.A.device)
     Q, _, _, _ = orthonormalize(st, X.mT.contiguous(), st.sh.norm(X), n_lock_new)
     st.V[n_lock_new : n_lock_new + b] = Q
     s.locked_theta = np.concatenate([s.locked_theta, ck.theta[active_wanted]])
@@ -114,11 +117,11 @@ def thick_restart(st: LanczosState, ck: Check) -> None:
 def grow(st: LanczosState) -> None:
     """Double the basis (up to ``max_growth``), keeping every row and the projected matrix."""
     M = min(2 * st.M, st.max_growth)
-    V = torch.empty(M, st.V.shape[1], dtype=st.V.dtype, device=st.V.device)
+    V = st.empty_like_basis(M)
     V[: st.M] = st.V
     st.V = V
     if st.AV is not None:
-        AV = torch.empty_like(V)
+        AV = st.empty_like_basis(M)
         AV[: st.M] = st.AV
         st.AV = AV
     T = torch.zeros(M, M, dtype=st.T.dtype, device=st.T.device)

@@ -79,6 +79,9 @@ class EigshResult(AsDict):
         block_size: block size used.
         max_basis: basis cap used (vectors of length ``P``).
         method: ``"block-lanczos"`` or ``"dense"`` (small problems, see :func:`eigsh`).
+        basis_dtype: the dtype the Krylov basis was stored in (``"float64"``, ``"float32"`` or
+            ``"bfloat16"``; the operator's dtype on the dense path, which stores no basis).
+        basis_spilled: whether the basis lived in a memory-mapped file (``basis_dir``).
         sharding: ``None`` on one process; under a process group, which rows of ``P`` this
             rank's ``eigenvectors`` hold (a :class:`~fastspec.linalg.sharded.Sharding`). Every
             other field is the same on every rank.
@@ -95,6 +98,8 @@ class EigshResult(AsDict):
     block_size: int
     max_basis: int
     method: str
+    basis_dtype: str = "float64"
+    basis_spilled: bool = False
     sharding: Sharding | None = field(
         default=None, repr=False, compare=False, metadata={"serialize": False}
     )
@@ -197,8 +202,13 @@ def make_result(
     max_basis: int,
     method: str,
     sharding: Sharding | None = None,
+    basis_dtype: str | None = None,
+    basis_spilled: bool = False,
 ) -> EigshResult:
-    """The result from final Ritz values and absolute residuals (relative residuals, flags)."""
+    """The result from final Ritz values and absolute residuals (relative residuals, flags).
+
+    ``basis_dtype`` defaults to the operator's dtype.
+    """
     scale = np.maximum(np.abs(theta), math.sqrt(eps) * anorm)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(scale > 0, res_abs / np.where(scale > 0, scale, 1.0), res_abs)
@@ -216,6 +226,8 @@ def make_result(
         block_size=block_size,
         max_basis=max_basis,
         method=method,
+        basis_dtype=str(A.dtype).removeprefix("torch.") if basis_dtype is None else basis_dtype,
+        basis_spilled=basis_spilled,
         sharding=sharding,
     )
 

@@ -58,7 +58,7 @@ class BlockLanczos:
 
     def _start(self, v0: torch.Tensor | None) -> None:
         st, b = self.st, self.st.b
-        X = st.sh.randn(st.gen, b, dtype=st.V.dtype, device=st.V.device)
+        X = st.sh.randn(st.gen, b, dtype=st.A.dtype, device=st.A.device)
         if v0 is not None:
             X[:, : v0.shape[1]] = st.sh.take(v0)
         ref = st.sh.norm(X)
@@ -71,12 +71,12 @@ class BlockLanczos:
         st, b = self.st, self.st.b
         s = st.s
         q0 = s.n_lock + s.m
-        Q = st.V[q0 : q0 + b]  # [b, P]
+        Q = st.rows(q0, q0 + b)  # [b, P]
         W = st.matmat(Q)
         if st.AV is not None:
             st.AV[q0 : q0 + b] = W
         ref = st.sh.norm(W)
-        Q_prev = st.V[s.n_lock + s.c0 : q0]
+        Q_prev = st.V[s.n_lock + s.c0 : q0]  # stored rows, read in blocks by three_term
         assert s.C is not None
         C_prev = s.C.to(device=W.device, dtype=W.dtype)
         W, alpha = _kernels.three_term(W, Q, Q_prev, C_prev, reduce=st.sh.reduce)

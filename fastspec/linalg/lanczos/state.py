@@ -12,6 +12,12 @@ row), then the block-tridiagonal part of the cycle. ``C`` couples the pending bl
 active columns ``[c0, m)``. ``AV`` (with ``store_products``) holds ``A V`` row for row, rotated
 and moved exactly like ``V``.
 
+The buffers come from a :class:`~fastspec.linalg.lanczos.storage.BasisStorage`: in the
+operator's dtype in memory by default, or in a lower precision and/or a memory-mapped file.
+Rows are read for arithmetic through :meth:`LanczosState.rows` (upcast when the storage differs)
+and written by plain assignment (rounded to the storage dtype); :attr:`LanczosState.direct`
+tells whether the buffers can be used as they are.
+
 Every product goes through :meth:`LanczosState.matmat`, which counts it and applies the exact
 power-of-two scale of :func:`~fastspec.linalg.operator.safe_scale` chosen at the first product.
 
@@ -31,6 +37,7 @@ import torch
 
 from fastspec.linalg import _kernels
 from fastspec.linalg.lanczos.result import Reporter
+from fastspec.linalg.lanczos.storage import BasisStorage
 from fastspec.linalg.operator import LinearOperator, apply_scale, safe_scale
 from fastspec.linalg.sharded import Sharding
 
@@ -71,6 +78,8 @@ class LanczosState:
         store_products: keep ``A V`` next to ``V``.
         max_growth: the largest basis a stalled run may grow to (``M`` when growth is off).
         sh: the vector layer (this rank's rows of every vector); one process by default.
+        storage: where and in which dtype ``V`` and ``AV`` are stored; default the operator's
+            dtype, in memory.
     """
 
     def __init__(
@@ -88,6 +97,7 @@ class LanczosState:
         store_products: bool,
         max_growth: int | None = None,
         sh: Sharding | None = None,
+        storage: BasisStorage | None = None,
     ) -> None:
         self.A, self.k, self.which, self.tol, self.b, self.M = A, k, which, tol, b, M
         self.max_growth = M if max_growth is None else max_growth
@@ -98,11 +108,28 @@ class LanczosState:
         self.sh = Sharding(self.P, None) if sh is None else sh
         self.eps = torch.finfo(A.dtype).eps
         self.small = torch.device("cpu") if A.device.type == "mps" else A.device
-        self.V = torch.empty(M, self.sh.n, dtype=A.dtype, device=A.device)
-        self.AV = torch.empty_like(self.V) if store_products else None
+        self.storage = BasisStorage(A.dtype, A.device, None) if storage is None else storage
+        #: the buffers hold the operator's dtype on its device (used as they are)
+        self.direct = self.storage.dtype == A.dtype and self.storage.device == A.device
+        self.V = self.storage.empty(M, self.sh.n)
+        self.AV = self.storage.empty(M, self.sh.n) if store_products else None
         self.T = torch.zeros(M, M, dtype=torch.float64, device=self.small)
         self.s = Counters()
         self.scale: float | None = None  # power of two applied to every product
+
+    def rows(self, lo: int, hi: int) -> torch.Tensor:
+        """Basis rows ``[lo, hi)`` in the operator's dtype and device (a view when direct)."""
+        V = self.V[lo:hi]
+        return V if self.direct else V.to(device=self.A.device, dtype=self.A.dtype)
+
+    def empty_like_basis(self, M: int) -> torch.Tensor:
+        """A new ``[M, P/W]`` buffer from the run's storage (for growth and resume)."""
+        return self.storage.empty(M, self.sh.n)
+
+    def release(self) -> None:
+        """Drop the buffers (a spilled basis is unmapped once nothing else holds it)."""
+        self.V = self.V[:0]
+        self.AV = None
 
     def matmat(self, Q: torch.Tensor) -> torch.Tensor:
         """``A Qᵀ`` for a block of rows ``Q`` ``[b, P]``, returned as rows (times ``scale``)."""
@@ -125,9 +152,10 @@ class LanczosState:
 
     def rotate(self, start: int, m: int, S: torch.Tensor) -> None:
         """``V[start : start+n] ← Sᵀ V[start : start+m]``, and the same for the stored ``AV``."""
-        _kernels.rotate_rows(self.V, start, m, S)
+        dev = self.A.device
+        _kernels.rotate_rows(self.V, start, m, S, dtype=self.A.dtype, device=dev)
         if self.AV is not None:
-            _kernels.rotate_rows(self.AV, start, m, S)
+            _kernels.rotate_rows(self.AV, start, m, S, dtype=self.A.dtype, device=dev)
 
     def move_rows(self, src: list[int], dst0: int) -> None:
         """Copy rows ``src`` (ascending, each >= its target) to ``dst0, dst0 + 1, …``."""
