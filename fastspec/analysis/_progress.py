@@ -78,7 +78,8 @@ class CountBar:
 
     def __init__(self, desc: str, unit: str) -> None:
         """A bar labelled ``desc`` counting ``unit``s; its total comes with the first call."""
-        self.desc, self.unit, self.shown, self.bar = desc, unit, -1, None
+        self.desc, self.unit, self.shown = desc, unit, -1
+        self.bar: Any = None
         self.tqdm = _tqdm()
 
     def __call__(self, done: int, total: int) -> None:

@@ -96,9 +96,10 @@ def _split_eigsh(rank: int, W: int) -> dict[str, Any]:
     states: list[Any] = []
 
     class Recorded(driver.LanczosState):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            states.append(self)
+        def release(self) -> None:  # the buffers' sizes at the end of the run
+            AV = None if self.AV is None else self.AV.numel()
+            states.append({"V": self.V.numel(), "AV": AV, "M": self.M})
+            super().release()
 
     driver.LanczosState = Recorded  # type: ignore[misc]
     out: dict[str, Any] = {}
@@ -112,8 +113,7 @@ def _split_eigsh(rank: int, W: int) -> dict[str, Any]:
     res = eigsh(op, 5, seed=SEED, store_products=True, block_size=3, return_eigenvectors=True)
     out["stored"] = _eigsh_fields(res)
     out["stored"]["gathered"] = res.gather_eigenvectors()
-    st = states[-1]
-    out["numel"] = {"V": st.V.numel(), "AV": st.AV.numel(), "M": st.M}
+    out["numel"] = states[-1]
     # breakdown: fresh directions replace the dependent ones, then a confirmation start
     rep = SplitOperator(_part(_matrix_repeated(), rank, W), group)
     res = eigsh(rep, 12, block_size=2, tol=1e-10, seed=0, return_eigenvectors=True)
