@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
+from distributed_basis_memory import spectrum
 
 from fastspec.linalg import LinearOperator, eigsh
 
@@ -36,15 +37,6 @@ CONFIGS: dict[str, tuple[str, bool, bool | None]] = {
     "spill-float64": ("float64", True, None),
     "spill-float32": ("float32", True, None),
 }
-
-
-def spectrum(P: int, k: int) -> torch.Tensor:
-    """``d``: ``k + 20`` separated top values (ratio 0.985), a bulk in ``[0, 0.05)`` below."""
-    gen = torch.Generator().manual_seed(0)
-    n_top = k + 20
-    top = 2.0 * 0.985 ** torch.arange(n_top, dtype=torch.float64)
-    bulk = 0.05 * torch.rand(P - n_top, generator=gen, dtype=torch.float64)
-    return torch.cat([top, bulk])[torch.randperm(P, generator=gen)]
 
 
 class Householder(LinearOperator):

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,24 +33,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
 
 
 def _seed(text: str) -> int:
@@ -352,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "P1's LLM protocol on its last layer at checkpoints from random "
                        "initialisation to the end: 3 SLQ runs pooled, top k, power-law fit and KS "
                        "decision, Pearson r with the test loss. Needs fastspec[lm].")  # fmt: skip
-    p.add_argument("--steps", type=_non_negative_int, default=2000,
+    p.add_argument("--steps", type=_int_at_least(0), default=2000,
                    help="AdamW training steps (default 2000)")  # fmt: skip
     p.add_argument("--checkpoints", type=_positive_int, default=5,
                    help="analyses from step 0 to --steps, >= 2 (default 5)")  # fmt: skip
