@@ -12,8 +12,8 @@ top_n)``                           with deflation converges to) by :func:`fastsp
                                    is within ``tol`` relative of the exact one (Bauer-Fike). Returns
                                    ``(list of floats, list of lists of per-parameter tensors)``,
                                    by descending magnitude, eigenvectors of unit norm.
-``trace(maxIter, tol)``            Hutchinson's estimator (Rademacher probes, in blocks of 8 per
-                                   batched Hessian-vector product) with
+``trace(maxIter, tol)``            Hutchinson's estimator (Rademacher probes, one per product on
+                                   CPU, in blocks of 8 elsewhere) with
                                    PyHessian's stopping rule; returns the list of per-probe
                                    ``vᵀHv`` (their mean is the estimate).
 ``density(iter, n_v)``             stochastic Lanczos quadrature, :func:`fastspec.linalg.slq`
@@ -65,7 +65,9 @@ from fastspec.linalg import eigsh, slq
 
 __all__ = ["hessian"]
 
-#: Hutchinson probes per batched Hessian-vector product in :meth:`hessian.trace`
+#: Hutchinson probes per batched Hessian-vector product in :meth:`hessian.trace` off the CPU; on
+#: the CPU a block costs its vectors' products one by one, so probes go singly and the stopping
+#: rule wastes none (benchmarks/results/compat_vs_originals.md)
 TRACE_BLOCK = 8
 
 #: the tightest residual tolerance :meth:`hessian.eigenvalues` asks of eigsh, per dtype: what
@@ -165,8 +167,9 @@ class hessian:  # the original name
         P = op.shape[0]
         terms: list[float] = []
         previous = 0.0
+        per_call = 1 if op.device.type == "cpu" else TRACE_BLOCK
         while len(terms) < maxIter:
-            block = min(TRACE_BLOCK, maxIter - len(terms))
+            block = min(per_call, maxIter - len(terms))
             signs = torch.randint(0, 2, (P, block), generator=gen, dtype=torch.int8)
             Z = (signs.to(op.dtype) * 2 - 1).to(op.device)  # Rademacher probes, as PyHessian's
             new = (Z * op.matmat(Z)).sum(dim=0).double()

@@ -108,6 +108,18 @@ def test_trace_is_pyhessians_list(problem: dict[str, Any]) -> None:
     assert (moves >= 0.05).all()
 
 
+def test_trace_computes_no_probe_beyond_the_stop(problem: dict[str, Any]) -> None:
+    model, x, y = problem["model"], problem["x"], problem["y"]
+    stops = []
+    for seed in range(6):
+        h = hessian(model, LOSS, data=(x, y), cuda=False, seed=seed)
+        before = h.operator.num_matvecs
+        terms = h.trace(maxIter=200, tol=0.05)
+        assert h.operator.num_matvecs - before == len(terms)
+        stops.append(len(terms))
+    assert any(n % 8 for n in stops) and max(stops) < 200  # stops that blocks of 8 would overrun
+
+
 def test_trace_negative_hessian_pyhessian_stops_after_two_probes() -> None:
     """PyHessian divides by (trace + 1e-6): with a negative trace its test passes at once."""
     torch.manual_seed(0)
