@@ -25,7 +25,7 @@ the others act on each rank's slice alone.
 
 A basis stored in another dtype or on another device than the block (a lower-precision or
 memory-mapped basis, :mod:`fastspec.linalg.lanczos.storage`) is read in row blocks of at most
-``_BLOCK_ELEMS`` elements, each upcast to the block's dtype and device, so the arithmetic is in
+``_CHUNK_ELEMS`` elements, each upcast to the block's dtype and device, so the arithmetic is in
 the block's dtype and the transient is one row block, not the basis (:func:`gram_rows`,
 :func:`subtract_rows`, and :func:`rotate_rows` with ``dtype``).
 
@@ -45,10 +45,9 @@ import torch
 #: the sum over ranks of partial inner products (:meth:`fastspec.linalg.sharded.Sharding.sum`)
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
-#: elements of the temporary used by :func:`rotate_rows` (about 32 MiB of float64)
-_ROTATE_CHUNK_ELEMS = 1 << 22
-#: elements of one upcast row block of a basis stored in another dtype or device
-_BLOCK_ELEMS = 1 << 22
+#: elements of a temporary chunk (about 32 MiB of float64): a column chunk of
+#: :func:`rotate_rows`, or one upcast row block of a basis stored in another dtype or device
+_CHUNK_ELEMS = 1 << 22
 
 
 def _direct(V: torch.Tensor, W: torch.Tensor) -> bool:
@@ -60,7 +59,7 @@ def _row_blocks(
     V: torch.Tensor, lo: int, hi: int, like: torch.Tensor
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Rows ``[lo, hi)`` of ``V`` in blocks ``(a, b, V[a:b])`` upcast to ``like``'s dtype/device."""
-    step = max(1, _BLOCK_ELEMS // max(1, V.shape[1]))
+    step = max(1, _CHUNK_ELEMS // max(1, V.shape[1]))
     for a in range(lo, hi, step):
         b = min(hi, a + step)
         yield a, b, V[a:b].to(device=like.device, dtype=like.dtype)
@@ -228,7 +227,7 @@ def rotate_rows(
     device = V.device if device is None else device
     St = S.mT.to(dtype=dtype, device=device)
     P = V.shape[1]
-    chunk = max(1, _ROTATE_CHUNK_ELEMS // max(n, m))
+    chunk = max(1, _CHUNK_ELEMS // max(n, m))
     for c0 in range(0, P, chunk):
         c1 = min(P, c0 + chunk)
         Vc = V[start : start + m, c0:c1]

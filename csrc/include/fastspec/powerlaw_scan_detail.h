@@ -62,22 +62,14 @@ struct KsScan {
     return std::max(std::max(a.fit, b.fit) - a.emp, b.emp - std::min(a.fit, b.fit)) + slack;
   }
 
-  // max |F* - Fhat| over j in [lo, hi)
-  T deviation(const Cutoff& c, int64_t lo, int64_t hi) const {
-    T m = T(0);
-    for (int64_t j = lo; j < hi; ++j) m = std::max(m, gap(at(c, j)));
-    return m;
-  }
-
-  // the point of [lo, hi) deviating most (only to update a witness)
-  int64_t worst(const Cutoff& c, int64_t lo, int64_t hi) const {
-    int64_t arg = lo;
-    T w = T(0);
+  // the point of [lo, hi) deviating most (deviation 0 at lo when the span is empty)
+  Point worst(const Cutoff& c, int64_t lo, int64_t hi) const {
+    Point w{lo, T(0), T(0)};
     for (int64_t j = lo; j < hi; ++j) {
-      const T d = gap(at(c, j));
-      if (d > w) w = d, arg = j;
+      const Point p = at(c, j);
+      if (gap(p) > gap(w)) w = p;
     }
-    return arg;
+    return w;
   }
 
   // ks of cutoff s with exponent alpha, or +inf as soon as it provably exceeds `bound` (a
@@ -99,8 +91,9 @@ struct KsScan {
       if (static_cast<double>(m) > bound) return inf;
     }
     if (nt <= 2 * kLeaf) {
-      m = std::max(m, deviation(c, s, n));
-      return static_cast<double>(m) > bound ? abandon(worst(c, s, n)) : m;
+      const Point w = worst(c, s, n);
+      m = std::max(m, gap(w));
+      return static_cast<double>(m) > bound ? abandon(w.j) : m;
     }
     // a grid of kNumSamples + 1 points from s to n - 1: a lower bound, and the first spans
     Point grid[kNumSamples + 1];
@@ -119,8 +112,9 @@ struct KsScan {
         const Point a = left[depth], b = right[depth];
         if (b.j - a.j <= 1 || span_bound(a, b) <= m) continue;
         if (b.j - a.j <= kLeaf || depth + 2 > kMaxDepth) {
-          m = std::max(m, deviation(c, a.j + 1, b.j));
-          if (static_cast<double>(m) > bound) return abandon(worst(c, a.j + 1, b.j));
+          const Point w = worst(c, a.j + 1, b.j);
+          m = std::max(m, gap(w));
+          if (static_cast<double>(m) > bound) return abandon(w.j);
           continue;
         }
         const Point mid = at(c, a.j + (b.j - a.j) / 2);

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fastspec._checks import AsDict
+from fastspec.linalg.lanczos.storage import dtype_name
 from fastspec.linalg.operator import LinearOperator
 from fastspec.linalg.sharded import Sharding
 
@@ -226,7 +227,7 @@ def make_result(
         block_size=block_size,
         max_basis=max_basis,
         method=method,
-        basis_dtype=str(A.dtype).removeprefix("torch.") if basis_dtype is None else basis_dtype,
+        basis_dtype=dtype_name(A.dtype) if basis_dtype is None else basis_dtype,
         basis_spilled=basis_spilled,
         sharding=sharding,
     )

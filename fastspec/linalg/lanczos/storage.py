@@ -35,7 +35,8 @@ _ALLOWED = {
     torch.float64: (torch.float64, torch.float32, torch.bfloat16),
     torch.float32: (torch.float32, torch.bfloat16),
 }
-_NAMES = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}
+#: the storage dtypes by name
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -54,15 +55,16 @@ def basis_dtype_for(basis_dtype: Any, op_dtype: torch.dtype) -> torch.dtype:
         return op_dtype
     allowed = _ALLOWED[op_dtype]
     if isinstance(basis_dtype, torch.dtype):
-        if basis_dtype not in _NAMES:
+        if basis_dtype not in _DTYPES.values():
             raise ValueError(
                 "basis_dtype must be one of 'float64', 'float32', 'bfloat16' (or the torch "
                 f"dtypes), got {basis_dtype}"
             )
         dtype = basis_dtype
     elif isinstance(basis_dtype, str):
-        name = check_choice("basis_dtype", basis_dtype.removeprefix("torch."), _NAMES.values())
-        dtype = next(d for d, n in _NAMES.items() if n == name)
+        dtype = _DTYPES[
+            check_choice("basis_dtype", basis_dtype.removeprefix("torch."), tuple(_DTYPES))
+        ]
     else:
         raise TypeError(
             f"basis_dtype must be a torch.dtype, a dtype name or None, got {basis_dtype!r}"
@@ -70,8 +72,8 @@ def basis_dtype_for(basis_dtype: Any, op_dtype: torch.dtype) -> torch.dtype:
     if dtype not in allowed:
         raise ValueError(
             f"basis_dtype must be the operator's dtype or a lower precision "
-            f"({', '.join(_NAMES[d] for d in allowed)} for a {_NAMES[op_dtype]} operator), "
-            f"got {_NAMES[dtype]}"
+            f"({', '.join(map(dtype_name, allowed))} for a {dtype_name(op_dtype)} operator), "
+            f"got {dtype_name(dtype)}"
         )
     return dtype
 
