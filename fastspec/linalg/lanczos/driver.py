@@ -213,9 +213,8 @@ def eigsh(
             upcast in row blocks when read, only results are rounded when written), but every
             stored row is rounded, which limits the attainable relative residual to about
             ``u · ‖A‖ / |λ|`` (``u`` the storage's unit roundoff, ``6e-8`` for float32 and
-            ``4e-3`` for bfloat16; measured ``3e-8`` and ``2e-3`` for pairs with
-            ``|λ| >= ‖A‖ / 2.5``, ``benchmarks/results/basis_storage_memory.md``), while the
-            eigenvalues keep a second-order error (``1e-5`` relative with bfloat16 there).
+            ``4e-3`` for bfloat16; measured: ``benchmarks/results/basis_storage_memory.md``),
+            while the eigenvalues keep a second-order error.
             ``store_products`` is then off: the returned vectors are the stored rows upcast and
             normalised, and their residuals come from fresh products (``k`` more, ``2k`` with
             locking), so ``converged`` stays honest. A ``tol`` below the attainable level is not
